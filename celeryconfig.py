@@ -1,0 +1,45 @@
+"""Celery settings, read from the environment (see README for every variable).
+
+Why each choice (verified in ../shared/NOTES.md):
+- JSON only: no pickle from the broker.
+- acks_late + reject_on_worker_lost: a killed worker's message goes back to the queue; steps
+  are idempotent (same Idempotency-Key) and the store fences duplicate executions.
+- retry_on_worker_lost bounds redelivery loops of a task that kills its worker.
+- prefetch 1: a long step does not hold other messages hostage.
+- results ignored: the saga store is the truth, and the result backend costs 20-30%.
+- visibility_timeout above the longest step and any retry countdown, restored promptly.
+"""
+
+from __future__ import annotations
+
+from sagas.settings import Settings
+
+_settings = Settings.from_env()
+
+broker_url = _settings.redis_url
+broker_connection_retry_on_startup = True
+broker_transport_options = {
+    "visibility_timeout": _settings.visibility_timeout_seconds,
+    "unacked_restore_interval": 1,
+    "unacked_restore_throttle": 1,
+    # Every kombu key of this deployment starts with the store's prefix, so that several
+    # deployments (or test runs) can share one Redis database without seeing each other.
+    "global_keyprefix": _settings.key_prefix + "kombu:",
+}
+task_serializer = "json"
+result_serializer = "json"
+accept_content = ["json"]
+event_serializer = "json"
+task_ignore_result = True
+result_backend = None
+task_acks_late = True
+task_reject_on_worker_lost = True
+task_retry_on_worker_lost = True
+worker_prefetch_multiplier = 1
+task_default_queue = _settings.queue
+task_track_started = False
+worker_send_task_events = True
+task_send_sent_event = True
+worker_hijack_root_logger = False
+enable_utc = True
+imports = ("tasks.steps",)

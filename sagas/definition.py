@@ -1,0 +1,335 @@
+"""Parsing and validating saga definitions (the format of CONTRACT.md `POST /saga/start`).
+
+`parse_definition` either returns a normalised `SagaDefinition` or raises a subclass of
+`InvalidDefinition` naming the offending field. It touches no Redis, so nothing is written for
+a definition it rejects.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from sagas import errors
+from sagas.placeholders import PLACEHOLDER, PlaceholderSyntaxError, Reference, iter_references
+from sagas.registry import get_task
+from sagas.settings import Settings
+
+NAME = re.compile(r"^[A-Za-z][A-Za-z0-9_-]{0,63}$")
+SAGA_TYPE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.:-]{0,99}$")
+EVENT_TYPE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.:-]{0,199}$")
+HTTP_METHODS = frozenset({"GET", "POST", "PUT", "PATCH", "DELETE"})
+MAX_ATTEMPTS = 20
+MAX_CORRELATION_ID = 200
+MAX_BODY_BYTES = 64 * 1024
+# A path is absolute and plain: no scheme, authority, fragment, backslash, dot segment,
+# whitespace or control character; placeholders are rendered percent-encoded.
+_PATH_CHARS = re.compile(r"^/[A-Za-z0-9\-._~!$&'()*+,;=:@%/?{}\[\] ]*$")
+
+
+@dataclass(frozen=True)
+class RetryPolicy:
+    max_attempts: int  # all attempts, the first included
+    backoff_seconds: float
+    max_backoff_seconds: float
+
+
+@dataclass(frozen=True)
+class Action:
+    """One of three kinds. `kind` is "http", "task" or "event"; `spec` the normalised JSON."""
+
+    kind: str
+    spec: dict[str, Any]
+
+
+@dataclass(frozen=True)
+class StepDefinition:
+    name: str
+    action: Action
+    compensation: Action | None
+    timeout_seconds: float
+    retry: RetryPolicy
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "name": self.name,
+            "action": {"kind": self.action.kind, **self.action.spec},
+            "compensation": None
+            if self.compensation is None
+            else {"kind": self.compensation.kind, **self.compensation.spec},
+            "timeout_seconds": self.timeout_seconds,
+            "retry": {
+                "max_attempts": self.retry.max_attempts,
+                "backoff_seconds": self.retry.backoff_seconds,
+                "max_backoff_seconds": self.retry.max_backoff_seconds,
+            },
+        }
+
+
+@dataclass(frozen=True)
+class SagaDefinition:
+    saga_type: str
+    payload: dict[str, Any]
+    correlation_id: str | None
+    timeout_seconds: float
+    steps: tuple[StepDefinition, ...]
+
+
+def parse_definition(data: Any, settings: Settings) -> SagaDefinition:
+    """Validate a whole definition; raise the first `InvalidDefinition` found."""
+    if not isinstance(data, Mapping):
+        raise errors.InvalidType("$", "a saga definition is a JSON object")
+    saga_type = _require(data, "saga_type", str, "saga_type")
+    if not SAGA_TYPE.match(saga_type):
+        raise errors.InvalidValue(
+            "saga_type", "1-100 characters: letters, digits and _ . : - (starting alphanumeric)"
+        )
+    payload = data.get("payload", {})
+    if payload is None:
+        payload = {}
+    if not isinstance(payload, Mapping):
+        raise errors.InvalidType("payload", "must be a JSON object")
+    payload_size = len(json.dumps(payload, separators=(",", ":")))
+    if payload_size > settings.max_payload_bytes:
+        raise errors.PayloadTooLarge(
+            "payload", f"{payload_size} bytes, the limit is {settings.max_payload_bytes}"
+        )
+    correlation_id = data.get("correlation_id")
+    if correlation_id is not None and (
+        not isinstance(correlation_id, str)
+        or not 0 < len(correlation_id) <= MAX_CORRELATION_ID
+        or not correlation_id.isprintable()
+    ):
+        raise errors.InvalidValue(
+            "correlation_id", f"a printable string of 1-{MAX_CORRELATION_ID} characters"
+        )
+    saga_timeout = _timeout(data, "timeout_seconds", "timeout_seconds",
+                            settings.saga_timeout_seconds)
+
+    raw_steps = data.get("steps")
+    if raw_steps is None:
+        raise errors.MissingField("steps", "a saga needs at least one step")
+    if not isinstance(raw_steps, list):
+        raise errors.InvalidType("steps", "must be a list of steps")
+    if not 1 <= len(raw_steps) <= settings.max_steps:
+        raise errors.TooManySteps(
+            "steps", f"{len(raw_steps)} steps; between 1 and {settings.max_steps} are allowed"
+        )
+
+    seen: set[str] = set()
+    steps = []
+    for index, raw in enumerate(raw_steps):
+        step = _parse_step(raw, f"steps[{index}]", settings, saga_timeout, seen, dict(payload))
+        seen.add(step.name)
+        steps.append(step)
+    return SagaDefinition(saga_type, dict(payload), correlation_id, saga_timeout, tuple(steps))
+
+
+def _parse_step(
+    raw: Any,
+    where: str,
+    settings: Settings,
+    saga_timeout: float,
+    earlier: set[str],
+    payload: dict[str, Any],
+) -> StepDefinition:
+    if not isinstance(raw, Mapping):
+        raise errors.InvalidType(where, "a step is a JSON object")
+    name = _require(raw, "name", str, f"{where}.name")
+    if not NAME.match(name):
+        raise errors.InvalidValue(
+            f"{where}.name", "1-64 characters: a letter, then letters, digits, _ or -"
+        )
+    if name in earlier:
+        raise errors.DuplicateStepName(f"{where}.name", f"step name {name!r} is used twice")
+    if "action" not in raw or raw["action"] is None:
+        raise errors.MissingField(f"{where}.action", "every step needs an action")
+    action = _parse_action(raw["action"], f"{where}.action", settings)
+    _check_references(action, f"{where}.action", earlier, payload, allow_self=None)
+    compensation = None
+    if raw.get("compensation") is not None:
+        compensation = _parse_action(raw["compensation"], f"{where}.compensation", settings)
+        if compensation.kind == "event":
+            raise errors.UnsupportedStep(
+                f"{where}.compensation", "a compensation is an HTTP call or a registered task"
+            )
+        _check_references(compensation, f"{where}.compensation", earlier, payload,
+                          allow_self=name)
+    default_timeout = min(settings.step_timeout_seconds, saga_timeout)
+    timeout = _timeout(raw, "timeout_seconds", f"{where}.timeout_seconds", default_timeout)
+    if timeout > saga_timeout:
+        raise errors.InvalidTimeout(
+            f"{where}.timeout_seconds",
+            f"{timeout:g} s exceeds the saga's timeout of {saga_timeout:g} s",
+        )
+    retry = _parse_retry(raw.get("retry"), f"{where}.retry", settings)
+    return StepDefinition(name, action, compensation, timeout, retry)
+
+
+def _parse_action(raw: Any, where: str, settings: Settings) -> Action:
+    if not isinstance(raw, Mapping):
+        raise errors.InvalidType(where, "must be a JSON object")
+    kinds = [k for k in ("service", "task", "event") if k in raw]
+    if len(kinds) != 1:
+        raise errors.AmbiguousAction(
+            where,
+            "exactly one of 'service' (HTTP call), 'task' (registered task) or 'event' is needed",
+        )
+    kind = kinds[0]
+    if kind == "service":
+        return _parse_http(raw, where, settings)
+    if kind == "task":
+        name = _require(raw, "task", str, f"{where}.task")
+        if get_task(name) is None:
+            raise errors.UnknownTask(f"{where}.task", f"no registered task named {name!r}")
+        args = raw.get("args", {})
+        if not isinstance(args, Mapping):
+            raise errors.InvalidType(f"{where}.args", "must be a JSON object")
+        _check_size(args, f"{where}.args")
+        return Action("task", {"task": name, "args": dict(args)})
+    event = _require(raw, "event", str, f"{where}.event")
+    if not EVENT_TYPE.match(event):
+        raise errors.InvalidValue(f"{where}.event", "not a valid event type")
+    raise errors.UnsupportedStep(
+        f"{where}.event", "event steps (choreography) are not enabled in this version yet"
+    )
+
+
+def _parse_http(raw: Mapping[str, Any], where: str, settings: Settings) -> Action:
+    service = _require(raw, "service", str, f"{where}.service")
+    if service not in settings.services:
+        known = ", ".join(sorted(settings.services)) or "none"
+        raise errors.UnknownService(
+            f"{where}.service", f"no registered service named {service!r} (registered: {known})"
+        )
+    method = raw.get("method", "POST")
+    if not isinstance(method, str) or method.upper() not in HTTP_METHODS:
+        raise errors.InvalidValue(
+            f"{where}.method", f"one of {', '.join(sorted(HTTP_METHODS))}"
+        )
+    path = _require(raw, "path", str, f"{where}.path")
+    _check_path(path, f"{where}.path")
+    spec: dict[str, Any] = {"service": service, "method": method.upper(), "path": path}
+    if "body" in raw and raw["body"] is not None:
+        _check_size(raw["body"], f"{where}.body")
+        spec["body"] = raw["body"]
+    return Action("http", spec)
+
+
+def _check_path(path: str, where: str) -> None:
+    if not path.startswith("/") or path.startswith("//"):
+        raise errors.InvalidPath(where, "must start with a single '/' (a path on the service)")
+    if len(path) > 2048 or not _PATH_CHARS.match(path):
+        raise errors.InvalidPath(
+            where, "only URL path characters are allowed (no '#', '\\', spaces or control chars)"
+        )
+    bare = PLACEHOLDER.sub("x", path).split("?", 1)[0]
+    if "{" in bare or "}" in bare:
+        raise errors.InvalidPlaceholder(where, "unbalanced '{{' or '}}'")
+    if any(segment in (".", "..") for segment in bare.split("/")):
+        raise errors.InvalidPath(where, "dot segments ('.', '..') are not allowed")
+
+
+def _check_size(value: Any, where: str) -> None:
+    size = len(json.dumps(value, separators=(",", ":")))
+    if size > MAX_BODY_BYTES:
+        raise errors.PayloadTooLarge(where, f"{size} bytes, the limit is {MAX_BODY_BYTES}")
+
+
+def _check_references(
+    action: Action,
+    where: str,
+    earlier: set[str],
+    payload: Mapping[str, Any],
+    allow_self: str | None,
+) -> None:
+    try:
+        refs = list(iter_references(action.spec))
+    except PlaceholderSyntaxError as exc:
+        raise errors.InvalidPlaceholder(where, str(exc)) from None
+    for ref in refs:
+        _check_reference(ref, where, earlier, payload, allow_self)
+
+
+def _check_reference(
+    ref: Reference,
+    where: str,
+    earlier: set[str],
+    payload: Mapping[str, Any],
+    allow_self: str | None,
+) -> None:
+    if ref.root == "steps":
+        if ref.step == allow_self or ref.step in earlier:
+            return
+        raise errors.InvalidPlaceholder(
+            where,
+            f"{{{{{ref.text}}}}} refers to step {ref.step!r}, which is not an earlier step"
+            + (" or this step" if allow_self else ""),
+        )
+    if ref.root == "payload":
+        current: Any = payload
+        for segment in ref.path:
+            if isinstance(current, Mapping) and segment in current:
+                current = current[segment]
+            elif isinstance(current, list) and segment.isdigit() and int(segment) < len(current):
+                current = current[int(segment)]
+            else:
+                raise errors.MissingPayloadValue(
+                    where, f"{{{{{ref.text}}}}}: the payload has no such value"
+                )
+
+
+def _parse_retry(raw: Any, where: str, settings: Settings) -> RetryPolicy:
+    defaults = RetryPolicy(
+        settings.retry_attempts, settings.retry_backoff_seconds,
+        settings.retry_max_backoff_seconds,
+    )
+    if raw is None:
+        return defaults
+    if not isinstance(raw, Mapping):
+        raise errors.InvalidType(where, "must be a JSON object")
+    attempts = raw.get("max_attempts", defaults.max_attempts)
+    if isinstance(attempts, bool) or not isinstance(attempts, int) or not (
+        1 <= attempts <= MAX_ATTEMPTS
+    ):
+        raise errors.InvalidRetry(f"{where}.max_attempts", f"an integer from 1 to {MAX_ATTEMPTS}")
+    backoff = _float(raw, "backoff_seconds", f"{where}.backoff_seconds", defaults.backoff_seconds)
+    max_backoff = _float(raw, "max_backoff_seconds", f"{where}.max_backoff_seconds",
+                         max(defaults.max_backoff_seconds, backoff))
+    if not 0 <= backoff <= 3600:
+        raise errors.InvalidRetry(f"{where}.backoff_seconds", "between 0 and 3600")
+    if not backoff <= max_backoff <= 3600:
+        raise errors.InvalidRetry(
+            f"{where}.max_backoff_seconds", "between backoff_seconds and 3600"
+        )
+    return RetryPolicy(attempts, backoff, max_backoff)
+
+
+def _float(raw: Mapping[str, Any], key: str, where: str, default: float) -> float:
+    value = raw.get(key, default)
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise errors.InvalidRetry(where, "must be a number")
+    return float(value)
+
+
+def _timeout(raw: Mapping[str, Any], key: str, where: str, default: float) -> float:
+    value = raw.get(key)
+    if value is None:
+        return float(default)
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise errors.InvalidTimeout(where, "must be a number of seconds")
+    if not 0 < value <= 30 * 24 * 3600:
+        raise errors.InvalidTimeout(where, "must be above 0 and at most 30 days")
+    return float(value)
+
+
+def _require(raw: Mapping[str, Any], key: str, kind: type, where: str) -> Any:
+    if key not in raw or raw[key] is None:
+        raise errors.MissingField(where, "is required")
+    value = raw[key]
+    if not isinstance(value, kind) or (kind is str and not value):
+        raise errors.InvalidType(where, f"must be a non-empty {kind.__name__}")
+    return value

@@ -1,0 +1,289 @@
+"""The saga engine: starting sagas, running step and compensation attempts, failures.
+
+The engine is handed a `Dispatcher` that enqueues chains of step or compensation executions
+(Celery in production, see `tasks/`). Each execution calls `run_step` / `run_compensation`
+and acts on the answer: continue the chain, stop it, or retry after a countdown. Final
+failures are raised as `StepFailed` / `CompensationFailed` so that the chain's errback records
+them with `step_failed` / `compensation_failed`, which enqueue the compensation.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+import uuid
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+from sagas import placeholders
+from sagas.actions import ActionExecutor
+from sagas.definition import parse_definition
+from sagas.errors import (
+    CompensationFailed,
+    InvalidTransition,
+    SagaNotFound,
+    StepError,
+    StepFailed,
+)
+from sagas.log import bound
+from sagas.model import SagaRecord
+from sagas.registry import TaskContext
+from sagas.settings import Settings
+from sagas.store import Grant, RedisStore, Reply
+
+log = logging.getLogger("sagas.engine")
+
+
+class Dispatcher(Protocol):
+    """Enqueues executions. Both calls are fire-and-forget; order within a call is kept."""
+
+    def run_steps(self, saga_id: str, indexes: Sequence[int], correlation_id: str) -> None: ...
+
+    def run_compensations(self, saga_id: str, indexes: Sequence[int],
+                          correlation_id: str) -> None: ...
+
+
+@dataclass(frozen=True)
+class Continue:
+    """The chain goes on to the next execution."""
+
+
+@dataclass(frozen=True)
+class Stop:
+    """The chain ends here (a duplicate, a fenced execution, or the saga moved on)."""
+
+    why: str
+
+
+@dataclass(frozen=True)
+class Retry:
+    """Try this execution again after `countdown` seconds (through the task queue)."""
+
+    countdown: float
+    error: str
+
+
+Outcome = Continue | Stop | Retry
+
+
+def backoff(attempt: int, base: float, maximum: float, retry_after: float | None) -> float:
+    """Exponential backoff with equal jitter for the attempt after `attempt`; a server's
+    Retry-After is honoured as a lower bound."""
+    ceiling = min(maximum, base * 2 ** (attempt - 1))
+    delay = ceiling / 2 + random.uniform(0, ceiling / 2)
+    return max(delay, retry_after or 0.0)
+
+
+class SagaEngine:
+    def __init__(self, store: RedisStore, dispatcher: Dispatcher, executor: ActionExecutor,
+                 settings: Settings) -> None:
+        self.store = store
+        self.dispatcher = dispatcher
+        self.executor = executor
+        self.settings = settings
+
+    # --- starting and reading --------------------------------------------------------
+    def start(self, data: Mapping[str, Any], saga_id: str | None = None) -> SagaRecord:
+        """Validate a definition, write the saga and enqueue its steps.
+
+        Raises `InvalidDefinition` (nothing written) for a bad definition.
+        """
+        definition = parse_definition(data, self.settings)
+        saga_id = saga_id or str(uuid.uuid4())
+        correlation_id = definition.correlation_id or saga_id
+        with bound(saga_id=saga_id, correlation_id=correlation_id):
+            reply = self.store.create(saga_id, definition, correlation_id)
+            if reply.code == "created":
+                log.info("saga started", extra={"saga_type": definition.saga_type,
+                                                "steps": len(definition.steps)})
+            self.dispatcher.run_steps(saga_id, range(len(definition.steps)), correlation_id)
+        return self.store.get(saga_id)
+
+    def get(self, saga_id: str) -> SagaRecord:
+        return self.store.get(saga_id)
+
+    def compensate(self, saga_id: str, reason: str = "compensation requested",
+                   expected_version: int | None = None) -> SagaRecord:
+        """Compensate a RUNNING or COMPLETED saga, retry a COMPENSATION_FAILED one, or cancel
+        a PENDING one. Raises `SagaNotFound`, or `InvalidTransition` (HTTP 409)."""
+        reply = self.store.compensate(saga_id, reason, expected_version)
+        if reply.code == "missing":
+            raise SagaNotFound(saga_id)
+        if reply.code == "conflict":
+            status = reply.values[0]
+            why = ("the saga changed (version mismatch)" if len(reply.values) > 1
+                   else f"the saga is already {status}")
+            raise InvalidTransition(saga_id, status, f"cannot compensate: {why}")
+        record = self.store.get(saga_id)
+        with bound(saga_id=saga_id, correlation_id=record["correlation_id"]):
+            log.info("compensation requested", extra={"reason": reason, "answer": reply.code})
+            self._dispatch_compensation(saga_id, reply, record["correlation_id"])
+        return self.store.get(saga_id)
+
+    # --- steps -------------------------------------------------------------------------
+    def run_step(self, saga_id: str, index: int, lease: str) -> Outcome:
+        """One attempt of step `index` by execution `lease` (the task id).
+
+        Raises `StepFailed` when the step ends for good (the errback records it).
+        """
+        reply = self.store.step_begin(saga_id, index, lease)
+        code = reply.code
+        if code == "resume":
+            return Continue()
+        if code in ("stop", "busy", "missing"):
+            return Stop(code)
+        if code == "fenced":
+            raise StepFailed("compensation was requested while the step was in flight",
+                             uncertain=reply.values[0] == "1", reason="manual")
+        if code == "expired":
+            raise StepFailed("the step's deadline passed", uncertain=True, reason="timeout")
+        if code == "exhausted":
+            raise StepFailed("no attempts left after lost executions",
+                             uncertain=reply.values[0] == "1")
+        grant = self.store.grant(reply)
+        step = grant.definition[index]
+        ctx = self._context(saga_id, step["name"], "action", grant)
+        with bound(saga_id=saga_id, correlation_id=grant.correlation_id, step=step["name"],
+                   phase="action", attempt=grant.attempt):
+            try:
+                spec = _render(step["action"], saga_id, grant)
+            except placeholders.MissingValue as exc:
+                raise StepFailed(f"{exc}; no call was made", uncertain=False) from None
+            try:
+                output = self.executor.run(spec, ctx, grant.remaining_ms / 1000)
+            except StepError as exc:
+                return self._step_attempt_failed(saga_id, index, lease, step, grant, exc)
+            answer = self.store.step_complete(saga_id, index, lease, grant.attempt, output)
+            log.info("step completed", extra={"answer": answer.code})
+            if answer.code == "next":
+                return Continue()
+            if answer.code == "compensate":
+                self._dispatch_compensation(saga_id, answer, grant.correlation_id)
+            elif answer.code == "stale":
+                log.warning("late step result refused: the step is %s", answer.values[0])
+            return Stop(answer.code)
+
+    def _step_attempt_failed(self, saga_id: str, index: int, lease: str,
+                             step: Mapping[str, Any], grant: Grant, exc: StepError) -> Outcome:
+        retry = step["retry"]
+        log.warning("step attempt failed: %s", exc.message,
+                    extra={"retryable": exc.retryable, "uncertain": exc.uncertain})
+        if not exc.retryable:
+            raise StepFailed(exc.message, uncertain=exc.uncertain)
+        if grant.attempt >= retry["max_attempts"]:
+            raise StepFailed(f"{exc.message} (after {grant.attempt} attempts)",
+                             uncertain=exc.uncertain)
+        countdown = backoff(grant.attempt, retry["backoff_seconds"],
+                            retry["max_backoff_seconds"], exc.retry_after)
+        if countdown * 1000 >= grant.remaining_ms:
+            raise StepFailed(f"{exc.message}; the step's deadline passes before another attempt",
+                             uncertain=exc.uncertain, reason="timeout")
+        answer = self.store.step_retry(saga_id, index, lease, grant.attempt, exc.message,
+                                       exc.uncertain)
+        if answer.code == "fenced":
+            raise StepFailed(f"compensation was requested; last attempt: {exc.message}",
+                             uncertain=answer.values[0] == "1", reason="manual")
+        if answer.code == "stale":
+            return Stop("stale")
+        return Retry(countdown, exc.message)
+
+    def step_failed(self, saga_id: str, index: int, lease: str, exc: BaseException) -> None:
+        """Errback of the step chain: record the failure and enqueue the compensation."""
+        if isinstance(exc, StepFailed):
+            message, uncertain, reason = exc.message, exc.uncertain, exc.reason
+            if reason == "manual":
+                reason = "error"  # the saga's failure is already the manual request
+        else:  # a bug or an infrastructure error mid-step: the call may have happened
+            message, uncertain, reason = f"{type(exc).__name__}: {exc}", True, "error"
+        answer = self.store.step_fail(saga_id, index, lease, message, uncertain, reason)
+        record = self.store.get(saga_id)
+        with bound(saga_id=saga_id, correlation_id=record["correlation_id"],
+                   step=record["steps"][index]["name"]):
+            log.warning("step failed: %s", message,
+                        extra={"uncertain": uncertain, "answer": answer.code})
+            self._dispatch_compensation(saga_id, answer, record["correlation_id"])
+
+    # --- compensations -----------------------------------------------------------------
+    def run_compensation(self, saga_id: str, index: int, lease: str) -> Outcome:
+        """One attempt of step `index`'s compensation. Raises `CompensationFailed`."""
+        timeout_ms = int(self.settings.compensation_timeout_seconds * 1000)
+        reply = self.store.comp_begin(saga_id, index, lease, timeout_ms)
+        if reply.code == "done":
+            return Continue()
+        if reply.code == "expired":
+            raise CompensationFailed(
+                f"gave up after {self.settings.compensation_timeout_seconds:g} s "
+                "(COMPENSATION_TIMEOUT_SECONDS)")
+        if reply.code != "run":
+            return Stop(reply.code)
+        grant = self.store.grant(reply)
+        step = grant.definition[index]
+        ctx = self._context(saga_id, step["name"], "compensation", grant)
+        with bound(saga_id=saga_id, correlation_id=grant.correlation_id, step=step["name"],
+                   phase="compensation", attempt=grant.attempt):
+            try:
+                spec = _render(step["compensation"], saga_id, grant)
+            except placeholders.MissingValue as exc:
+                raise CompensationFailed(
+                    f"compensation of step {step['name']!r} needs {exc.args[0]}: the step's "
+                    "outcome is uncertain and it left no output; resolve it by hand"
+                ) from None
+            try:
+                self.executor.run(spec, ctx, grant.remaining_ms / 1000)
+            except StepError as exc:
+                log.warning("compensation attempt failed: %s", exc.message)
+                if not exc.retryable:
+                    raise CompensationFailed(exc.message) from None
+                retry = step["retry"]
+                countdown = backoff(grant.attempt, retry["backoff_seconds"],
+                                    retry["max_backoff_seconds"], exc.retry_after)
+                if countdown * 1000 >= grant.remaining_ms:
+                    raise CompensationFailed(
+                        f"{exc.message}; COMPENSATION_TIMEOUT_SECONDS passes before another "
+                        "attempt") from None
+                answer = self.store.comp_retry(saga_id, index, lease, grant.attempt,
+                                               exc.message)
+                return Retry(countdown, exc.message) if answer.code == "ok" else Stop("stale")
+            answer = self.store.comp_complete(saga_id, index, lease, grant.attempt)
+            log.info("compensation completed", extra={"answer": answer.code})
+            return Continue() if answer.code in ("next", "saga_compensated") else Stop(
+                answer.code)
+
+    def compensation_failed(self, saga_id: str, index: int, lease: str,
+                            exc: BaseException) -> None:
+        """Errback of the compensation chain: the saga becomes COMPENSATION_FAILED."""
+        message = exc.message if isinstance(exc, CompensationFailed) else (
+            f"{type(exc).__name__}: {exc}")
+        answer = self.store.comp_fail(saga_id, index, lease, message)
+        log.error("compensation failed: %s", message,
+                  extra={"saga_id": saga_id, "answer": answer.code})
+
+    # --- helpers -----------------------------------------------------------------------
+    def _dispatch_compensation(self, saga_id: str, reply: Reply, correlation_id: str) -> None:
+        if reply.code == "compensate" and reply.values:
+            self.dispatcher.run_compensations(saga_id, [int(v) for v in reply.values],
+                                              correlation_id)
+
+    @staticmethod
+    def _context(saga_id: str, name: str, phase: str, grant: Grant) -> TaskContext:
+        return TaskContext(saga_id=saga_id, step=name, phase=phase, attempt=grant.attempt,
+                           idempotency_key=f"{saga_id}:{name}:{phase}",
+                           correlation_id=grant.correlation_id)
+
+
+def _render(action: Mapping[str, Any], saga_id: str, grant: Grant) -> dict[str, Any]:
+    context = {
+        "payload": grant.payload,
+        "steps": grant.outputs,
+        "saga": {"id": saga_id, "correlation_id": grant.correlation_id,
+                 "type": grant.saga_type},
+    }
+    spec = dict(action)
+    if spec["kind"] == "http":
+        spec["path"] = placeholders.render_path(spec["path"], context)
+        if "body" in spec:
+            spec["body"] = placeholders.render(spec["body"], context)
+    elif spec["kind"] == "task":
+        spec["args"] = placeholders.render(spec.get("args") or {}, context)
+    return spec

@@ -1,0 +1,149 @@
+"""Typed domain errors. `app/` turns them into HTTP answers in one place."""
+
+from __future__ import annotations
+
+
+class SagaError(Exception):
+    """Base class of every error the engine raises on purpose."""
+
+
+class ConfigurationError(SagaError):
+    """The service's own configuration (environment) is invalid."""
+
+
+# --- invalid definitions: each kind names the offending field --------------------------------
+class InvalidDefinition(SagaError):
+    """A saga definition was rejected; `field` is a dotted path such as `steps[1].action.path`."""
+
+    def __init__(self, field: str, message: str) -> None:
+        super().__init__(f"{field}: {message}")
+        self.field = field
+        self.message = message
+
+
+class MissingField(InvalidDefinition):
+    """A required field is absent."""
+
+
+class InvalidType(InvalidDefinition):
+    """A field has the wrong JSON type."""
+
+
+class InvalidValue(InvalidDefinition):
+    """A field has the right type but a value outside what is allowed."""
+
+
+class DuplicateStepName(InvalidDefinition):
+    """Two steps share a name."""
+
+
+class TooManySteps(InvalidDefinition):
+    """The definition has more steps than `SAGA_MAX_STEPS` (or none)."""
+
+
+class PayloadTooLarge(InvalidDefinition):
+    """The payload, or a step body, exceeds its size limit."""
+
+
+class AmbiguousAction(InvalidDefinition):
+    """An action is not exactly one of: service call, registered task, event."""
+
+
+class UnknownService(InvalidDefinition):
+    """An HTTP action names a service that the deployment did not register."""
+
+
+class UnknownTask(InvalidDefinition):
+    """A task action names a task that the deployment did not register."""
+
+
+class InvalidPath(InvalidDefinition):
+    """An HTTP path is not a plain absolute path (it could change scheme, host or port)."""
+
+
+class InvalidPlaceholder(InvalidDefinition):
+    """A `{{...}}` placeholder is malformed, or refers to a later step or an unknown root."""
+
+
+class MissingPayloadValue(InvalidDefinition):
+    """A `{{payload.x}}` placeholder refers to a value the payload does not have."""
+
+
+class InvalidTimeout(InvalidDefinition):
+    """A timeout is not positive, or a step's timeout exceeds the saga's."""
+
+
+class InvalidRetry(InvalidDefinition):
+    """A retry policy is out of bounds."""
+
+
+class UnsupportedStep(InvalidDefinition):
+    """The step kind is part of the format but not enabled in this deployment."""
+
+
+# --- state --------------------------------------------------------------------------------
+class SagaNotFound(SagaError):
+    """No saga with this id (never existed, deleted, or expired after retention)."""
+
+    def __init__(self, saga_id: str) -> None:
+        super().__init__(f"saga {saga_id!r} not found")
+        self.saga_id = saga_id
+
+
+class InvalidTransition(SagaError):
+    """The request conflicts with the saga's current status (HTTP 409)."""
+
+    def __init__(self, saga_id: str, status: str, message: str) -> None:
+        super().__init__(message)
+        self.saga_id = saga_id
+        self.status = status
+        self.message = message
+
+
+# --- step execution -----------------------------------------------------------------------
+class StepError(Exception):
+    """Raised by registered tasks (and the HTTP caller) to say how an attempt failed.
+
+    `retryable`: another attempt may succeed (e.g. a 503). `uncertain`: the attempt may have
+    taken effect although no success was seen (a timeout after sending), so the step must be
+    compensated if the saga is undone. `retry_after` is a server's hint in seconds.
+    """
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        retryable: bool = False,
+        uncertain: bool = False,
+        retry_after: float | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.message = message
+        self.retryable = retryable
+        self.uncertain = uncertain
+        self.retry_after = retry_after
+
+
+class StepFailed(Exception):
+    """A step ended for good. Raised by the step task so that the chain's errback records it."""
+
+    def __init__(self, message: str, *, uncertain: bool, reason: str = "error") -> None:
+        super().__init__(message)
+        self.message = message
+        self.uncertain = uncertain
+        self.reason = reason
+
+    def __reduce__(self) -> tuple[object, ...]:
+        return (_rebuild_step_failed, (self.message, self.uncertain, self.reason))
+
+
+class CompensationFailed(Exception):
+    """A compensation could not be done. Raised by the compensation task for its errback."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message)
+        self.message = message
+
+
+def _rebuild_step_failed(message: str, uncertain: bool, reason: str) -> StepFailed:
+    return StepFailed(message, uncertain=uncertain, reason=reason)

@@ -1,0 +1,150 @@
+-- Shared by every transition script (the store prepends it).
+-- KEYS layout common to all transitions:
+--   KEYS[1]  saga hash            <prefix>{<id>}
+--   KEYS[2]  saga history list    <prefix>{<id>}:history
+--   KEYS[3]  timers sorted set    <prefix>timers   (members "saga|<id>", "step|<id>|<i>", "comp|<id>|<i>"; score epoch ms)
+--   KEYS[4]  stats hash           <prefix>stats    (counters for metrics)
+--   KEYS[5..10] status indexes    <prefix>idx:status:<STATUS> (score = created epoch ms)
+--   KEYS[11] finished sorted set  <prefix>finished (score = finished epoch ms, for retention)
+-- Step fields in the saga hash are "<i>:<field>" with i 0-based: st (status), att (attempts),
+-- lease (task id of the execution holding the step), fatt (last attempt whose failure was
+-- recorded), unc ("1" = outcome uncertain), t0/t1 (epoch ms), dl (deadline epoch ms), to
+-- (timeout ms), ma (max attempts), out (JSON output), err, hc ("1" = has a compensation),
+-- cst/catt/clease/cdl/cerr (the compensation's status, attempts, lease, deadline, error).
+
+local SAGA = KEYS[1]
+local STATUS_INDEX = {PENDING = 5, RUNNING = 6, COMPLETED = 7, COMPENSATING = 8,
+                      COMPENSATED = 9, COMPENSATION_FAILED = 10}
+local HISTORY_LIMIT = __HISTORY_LIMIT__
+
+local function now_ms()
+  local t = redis.call('TIME')
+  return tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+end
+
+local function get(field)
+  local v = redis.call('HGET', SAGA, field)
+  if v == false then return nil end
+  return v
+end
+
+local function sget(i, field) return get(i .. ':' .. field) end
+
+local function sset(i, ...)
+  local args = {...}
+  local flat = {}
+  for k = 1, #args, 2 do
+    flat[#flat + 1] = i .. ':' .. args[k]
+    flat[#flat + 1] = args[k + 1]
+  end
+  redis.call('HSET', SAGA, unpack(flat))
+end
+
+local function saga_id() return get('id') end
+
+local function set_status(new)
+  local old = get('status')
+  local id = saga_id()
+  if old and STATUS_INDEX[old] then redis.call('ZREM', KEYS[STATUS_INDEX[old]], id) end
+  redis.call('ZADD', KEYS[STATUS_INDEX[new]], get('created'), id)
+  redis.call('HSET', SAGA, 'status', new)
+end
+
+-- Bump the version (the saga's fencing token), stamp, and append to the history.
+local function commit(now, event, step, message)
+  local v = redis.call('HINCRBY', SAGA, 'ver', 1)
+  redis.call('HSET', SAGA, 'updated', now)
+  local entry = {at = now, event = event, version = v, status = get('status')}
+  if step ~= nil then entry.step = get(step .. ':name') end
+  if message ~= nil and message ~= '' then entry.message = message end
+  redis.call('RPUSH', KEYS[2], cjson.encode(entry))
+  redis.call('LTRIM', KEYS[2], -HISTORY_LIMIT, -1)
+  return v
+end
+
+local function stat(field, by) redis.call('HINCRBY', KEYS[4], field, by or 1) end
+
+local function clear_timers(n)
+  local id = saga_id()
+  redis.call('ZREM', KEYS[3], 'saga|' .. id)
+  for j = 0, n - 1 do
+    redis.call('ZREM', KEYS[3], 'step|' .. id .. '|' .. j, 'comp|' .. id .. '|' .. j)
+  end
+end
+
+-- Enter a final status (COMPLETED or COMPENSATED): stamp, count, index for retention.
+local function finish(now, status)
+  set_status(status)
+  redis.call('HSET', SAGA, 'finished', now)
+  clear_timers(tonumber(get('n')))
+  redis.call('ZADD', KEYS[11], now, saga_id())
+  stat('finished|' .. get('type') .. '|' .. status)
+  stat('duration_ms|' .. status, now - tonumber(get('created')))
+  stat('duration_count|' .. status)
+end
+
+local function failure_json(step, reason, message)
+  local name = cjson.null
+  if step ~= nil then name = get(step .. ':name') end
+  return cjson.encode({step = name, reason = reason, message = message})
+end
+
+-- Index of a step whose execution is in flight (RUNNING or WAITING), or nil.
+local function in_flight(n)
+  for j = 0, n - 1 do
+    local st = sget(j, 'st')
+    if st == 'RUNNING' or st == 'WAITING' then return j end
+  end
+  return nil
+end
+
+-- Decide which steps to undo, newest first, and mark everything else. Returns the list
+-- (0-based indexes). Completed steps and steps whose outcome is uncertain are undone when
+-- they have a compensation; compensations left PENDING or FAILED by an earlier round are
+-- retried; steps that never ran become SKIPPED. An empty list finishes the saga COMPENSATED.
+local function start_compensation(now)
+  local n = tonumber(get('n'))
+  local list = {}
+  for j = n - 1, 0, -1 do
+    local st = sget(j, 'st')
+    local cst = sget(j, 'cst')
+    local has = sget(j, 'hc') == '1'
+    if st == 'PENDING' then
+      sset(j, 'st', 'SKIPPED')
+      if has then sset(j, 'cst', 'SKIPPED') end
+    elseif has and (cst == 'PENDING' or cst == 'COMPENSATION_FAILED' or cst == 'COMPENSATING') then
+      local needed = st == 'COMPLETED' or st == 'COMPENSATING' or st == 'COMPENSATION_FAILED'
+        or (st == 'FAILED' and sget(j, 'unc') == '1')
+      if needed then
+        sset(j, 'cst', 'PENDING', 'clease', '', 'cdl', '', 'catt', sget(j, 'catt') or '0')
+        list[#list + 1] = j
+      else
+        sset(j, 'cst', 'SKIPPED')
+      end
+    end
+  end
+  redis.call('HSET', SAGA, 'cfailure', '', 'cur', -1)
+  if #list == 0 then
+    finish(now, 'COMPENSATED')
+    commit(now, 'saga_compensated')
+  else
+    set_status('COMPENSATING')
+    redis.call('ZREM', KEYS[3], 'saga|' .. saga_id())
+    commit(now, 'compensation_started')
+  end
+  return list
+end
+
+-- What a step or compensation execution needs: payload, definition, correlation id, type
+-- and the outputs of steps 0..upto (JSON strings or false).
+local function context(upto)
+  local fields = {'payload', 'def', 'corr', 'type'}
+  for j = 0, upto do fields[#fields + 1] = j .. ':out' end
+  return redis.call('HMGET', SAGA, unpack(fields))
+end
+
+local function with_context(head, upto)
+  local ctx = context(upto)
+  for k = 1, #ctx do head[#head + 1] = ctx[k] end
+  return head
+end

@@ -1,0 +1,24 @@
+-- A step failed for good: record it and start compensating.
+-- ARGV[1] step index, ARGV[2] lease ("" = any), ARGV[3] error, ARGV[4] uncertain "1"/"0",
+-- ARGV[5] reason ("error" or "timeout")
+-- Returns {"compensate", i...} (possibly empty: nothing to undo, the saga is COMPENSATED) or
+-- {"duplicate", status} when the step is no longer running (a repeat, or already settled).
+local i = tonumber(ARGV[1])
+local st = sget(i, 'st')
+if st ~= 'RUNNING' and st ~= 'WAITING' then return {'duplicate', st or ''} end
+if ARGV[2] ~= '' and sget(i, 'lease') ~= ARGV[2] then return {'duplicate', st} end
+local status = get('status')
+if status ~= 'RUNNING' and status ~= 'COMPENSATING' then return {'duplicate', st} end
+local now = now_ms()
+if ARGV[4] == '1' then sset(i, 'unc', '1') end
+sset(i, 'st', 'FAILED', 'err', ARGV[3], 't1', now)
+redis.call('ZREM', KEYS[3], 'step|' .. saga_id() .. '|' .. i)
+stat('steps|failed')
+if status == 'RUNNING' then
+  redis.call('HSET', SAGA, 'failure', failure_json(i, ARGV[5], ARGV[3]))
+end
+commit(now, 'step_failed', i, ARGV[3])
+local list = start_compensation(now)
+local out = {'compensate'}
+for k = 1, #list do out[#out + 1] = list[k] end
+return out

@@ -1,0 +1,13 @@
+-- Record a failed attempt that will be retried; the step stays RUNNING.
+-- ARGV[1] step index, ARGV[2] lease, ARGV[3] attempt, ARGV[4] error, ARGV[5] uncertain "1"/"0"
+-- Returns {"ok"}, {"fenced", uncertain} when compensation was requested meanwhile (the caller
+-- must fail the step instead of retrying), or {"stale"} when this attempt no longer holds it.
+local i = tonumber(ARGV[1])
+if sget(i, 'st') ~= 'RUNNING' or sget(i, 'lease') ~= ARGV[2]
+   or sget(i, 'att') ~= ARGV[3] then return {'stale'} end
+if ARGV[5] == '1' then sset(i, 'unc', '1') end
+sset(i, 'err', ARGV[4], 'fatt', ARGV[3])
+if get('status') ~= 'RUNNING' then return {'fenced', sget(i, 'unc')} end
+stat('steps|retried')
+commit(now_ms(), 'step_retry', i, ARGV[4])
+return {'ok'}

@@ -1,0 +1,77 @@
+"""Statuses and the records the store returns."""
+
+from __future__ import annotations
+
+from enum import StrEnum
+from typing import Any, TypedDict
+
+
+class SagaStatus(StrEnum):
+    PENDING = "PENDING"
+    RUNNING = "RUNNING"
+    COMPLETED = "COMPLETED"
+    COMPENSATING = "COMPENSATING"
+    COMPENSATED = "COMPENSATED"
+    COMPENSATION_FAILED = "COMPENSATION_FAILED"
+
+
+class StepStatus(StrEnum):
+    PENDING = "PENDING"
+    RUNNING = "RUNNING"
+    WAITING = "WAITING"
+    COMPLETED = "COMPLETED"
+    FAILED = "FAILED"
+    SKIPPED = "SKIPPED"
+    COMPENSATING = "COMPENSATING"
+    COMPENSATED = "COMPENSATED"
+    COMPENSATION_FAILED = "COMPENSATION_FAILED"
+
+
+class FailureReason(StrEnum):
+    ERROR = "error"
+    TIMEOUT = "timeout"
+    MANUAL = "manual"
+
+
+FINAL_STATUSES = frozenset({SagaStatus.COMPLETED, SagaStatus.COMPENSATED})
+
+
+class CompensationRecord(TypedDict):
+    status: str  # PENDING, COMPENSATING, COMPENSATED, COMPENSATION_FAILED, SKIPPED
+    attempts: int
+    error: str | None
+
+
+class StepRecord(TypedDict):
+    name: str
+    status: str
+    attempts: int
+    started_at: str | None  # ISO-8601 UTC
+    finished_at: str | None
+    output: Any
+    error: str | None
+    uncertain: bool  # an attempt may have taken effect without a success being seen
+    compensation: CompensationRecord | None  # None when the step defines no compensation
+
+
+class Failure(TypedDict):
+    step: str | None
+    reason: str
+    message: str
+
+
+class SagaRecord(TypedDict):
+    saga_id: str
+    saga_type: str
+    status: str
+    version: int
+    correlation_id: str
+    payload: dict[str, Any]
+    current_step: str | None
+    created_at: str
+    updated_at: str
+    deadline_at: str
+    finished_at: str | None
+    failure: Failure | None
+    compensation_failure: Failure | None
+    steps: list[StepRecord]

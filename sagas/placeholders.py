@@ -1,0 +1,131 @@
+"""`{{payload.x}}`, `{{steps.<name>.output.y}}` and `{{saga.id}}`: finding and rendering them.
+
+A string that is exactly one placeholder keeps the value's JSON type; inside a longer string
+the value is rendered as text. In an HTTP path, substituted values are percent-encoded so a
+value can never add segments, a query or a host.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass
+from typing import Any
+from urllib.parse import quote
+
+PLACEHOLDER = re.compile(r"\{\{\s*([^{}]*?)\s*\}\}")
+_SEGMENT = re.compile(r"^[A-Za-z0-9_-]+$")
+SAGA_FIELDS = frozenset({"id", "correlation_id", "type"})
+
+
+@dataclass(frozen=True)
+class Reference:
+    """One parsed placeholder. `root` is payload, steps or saga; `path` the segments after it."""
+
+    text: str  # as written, e.g. "steps.a.output.id"
+    root: str
+    step: str | None  # for steps.<name>.output...
+    path: tuple[str, ...]
+
+
+class PlaceholderSyntaxError(ValueError):
+    """The placeholder is not one of the three allowed forms."""
+
+
+class MissingValue(LookupError):
+    """The referenced value does not exist at render time."""
+
+    def __init__(self, text: str) -> None:
+        super().__init__(f"placeholder {{{{{text}}}}} has no value")
+        self.text = text
+
+
+def parse_reference(text: str) -> Reference:
+    """Parse the inside of `{{...}}`; raise `PlaceholderSyntaxError` when it is not allowed."""
+    parts = text.split(".")
+    if not text or any(not _SEGMENT.match(p) for p in parts):
+        raise PlaceholderSyntaxError(f"malformed placeholder {{{{{text}}}}}")
+    root = parts[0]
+    if root == "payload":
+        if len(parts) < 2:
+            raise PlaceholderSyntaxError("{{payload}} needs a field: {{payload.<field>}}")
+        return Reference(text, root, None, tuple(parts[1:]))
+    if root == "steps":
+        if len(parts) < 3 or parts[2] != "output":
+            raise PlaceholderSyntaxError(
+                f"{{{{{text}}}}}: step references have the form {{{{steps.<name>.output...}}}}"
+            )
+        return Reference(text, root, parts[1], tuple(parts[3:]))
+    if root == "saga":
+        if len(parts) != 2 or parts[1] not in SAGA_FIELDS:
+            raise PlaceholderSyntaxError(
+                f"{{{{{text}}}}}: saga fields are {', '.join(sorted(SAGA_FIELDS))}"
+            )
+        return Reference(text, root, None, (parts[1],))
+    raise PlaceholderSyntaxError(
+        f"{{{{{text}}}}}: a placeholder starts with payload., steps. or saga."
+    )
+
+
+def iter_references(value: Any) -> Iterator[Reference]:
+    """Every placeholder in a JSON value (strings, nested lists and objects; keys excluded)."""
+    if isinstance(value, str):
+        for match in PLACEHOLDER.finditer(value):
+            yield parse_reference(match.group(1))
+    elif isinstance(value, Mapping):
+        for item in value.values():
+            yield from iter_references(item)
+    elif isinstance(value, list):
+        for item in value:
+            yield from iter_references(item)
+
+
+def lookup(ref: Reference, context: Mapping[str, Any]) -> Any:
+    """The value `ref` points at in `context` (`payload`, `steps` name -> output, `saga`)."""
+    if ref.root == "steps":
+        steps = context["steps"]
+        if ref.step not in steps:
+            raise MissingValue(ref.text)
+        current = steps[ref.step]
+    else:
+        current = context[ref.root]
+    for segment in ref.path:
+        if isinstance(current, Mapping) and segment in current:
+            current = current[segment]
+        elif isinstance(current, list) and segment.isdigit() and int(segment) < len(current):
+            current = current[int(segment)]
+        else:
+            raise MissingValue(ref.text)
+    if current is None and ref.root == "steps":
+        raise MissingValue(ref.text)
+    return current
+
+
+def _as_text(value: Any) -> str:
+    if isinstance(value, str):
+        return value
+    return json.dumps(value, separators=(",", ":"))
+
+
+def render(value: Any, context: Mapping[str, Any]) -> Any:
+    """Substitute placeholders in a JSON value; raise `MissingValue` naming the first gap."""
+    if isinstance(value, str):
+        whole = PLACEHOLDER.fullmatch(value)
+        if whole:
+            return lookup(parse_reference(whole.group(1)), context)
+        return PLACEHOLDER.sub(
+            lambda m: _as_text(lookup(parse_reference(m.group(1)), context)), value
+        )
+    if isinstance(value, Mapping):
+        return {key: render(item, context) for key, item in value.items()}
+    if isinstance(value, list):
+        return [render(item, context) for item in value]
+    return value
+
+
+def render_path(path: str, context: Mapping[str, Any]) -> str:
+    """Render an HTTP path; each substituted value is percent-encoded as one path segment."""
+    return PLACEHOLDER.sub(
+        lambda m: quote(_as_text(lookup(parse_reference(m.group(1)), context)), safe=""), path
+    )

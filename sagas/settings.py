@@ -1,0 +1,128 @@
+"""Configuration from the environment: names and defaults of CONTRACT.md, plus our own.
+
+Every component (API, worker, beat, CLI) builds one `Settings` with `Settings.from_env()`.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from urllib.parse import quote, urlsplit, urlunsplit
+
+from sagas.errors import ConfigurationError
+
+DEFAULT_SEED_SERVICES = {
+    "auth": ("AUTH_SERVICE_URL", "http://platform-services:8007"),
+    "airtable": ("AIRTABLE_CONNECTOR_URL", "http://airtable-gateway:8002"),
+    "notification": ("NOTIFICATION_SERVICE_URL", "http://automation-services:8006"),
+}
+
+
+@dataclass(frozen=True)
+class Settings:
+    redis_url: str = "redis://localhost:6379/0"
+    key_prefix: str = "saga:"  # every key of the store starts with it
+    queue: str = "sagas"  # Celery queue of step and compensation tasks
+    saga_timeout_seconds: float = 3600
+    step_timeout_seconds: float = 300
+    retry_attempts: int = 3
+    retry_backoff_seconds: float = 1.0
+    retry_max_backoff_seconds: float = 30.0
+    compensation_timeout_seconds: float = 600
+    max_concurrent_sagas: int = 100
+    sweep_interval_seconds: float = 5
+    retention_seconds: int = 604800
+    max_steps: int = 50
+    max_payload_bytes: int = 256 * 1024
+    history_limit: int = 500  # entries kept per saga
+    services: Mapping[str, str] = field(default_factory=dict)
+    task_modules: tuple[str, ...] = ()
+    visibility_timeout_seconds: int = 3600
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
+        """Read the environment; raise `ConfigurationError` naming the variable that is wrong."""
+        env = os.environ if environ is None else environ
+        return cls(
+            redis_url=_redis_url(env),
+            key_prefix=env.get("SAGA_KEY_PREFIX", "saga:"),
+            queue=env.get("SAGA_QUEUE", "sagas"),
+            saga_timeout_seconds=_number(env, "SAGA_TIMEOUT_SECONDS", 3600),
+            step_timeout_seconds=_number(env, "SAGA_STEP_TIMEOUT_SECONDS", 300),
+            retry_attempts=int(_number(env, "SAGA_RETRY_ATTEMPTS", 3, minimum=1)),
+            retry_backoff_seconds=_number(env, "SAGA_RETRY_BACKOFF_SECONDS", 1.0, minimum=0),
+            retry_max_backoff_seconds=_number(env, "SAGA_RETRY_MAX_BACKOFF_SECONDS", 30.0),
+            compensation_timeout_seconds=_number(env, "COMPENSATION_TIMEOUT_SECONDS", 600),
+            max_concurrent_sagas=int(_number(env, "MAX_CONCURRENT_SAGAS", 100, minimum=1)),
+            sweep_interval_seconds=_number(env, "SAGA_SWEEP_INTERVAL_SECONDS", 5),
+            retention_seconds=int(_number(env, "SAGA_RETENTION_SECONDS", 604800)),
+            max_steps=int(_number(env, "SAGA_MAX_STEPS", 50, minimum=1)),
+            max_payload_bytes=int(_number(env, "SAGA_MAX_PAYLOAD_BYTES", 256 * 1024)),
+            services=_services(env),
+            task_modules=tuple(
+                m.strip() for m in env.get("SAGA_TASK_MODULES", "").split(",") if m.strip()
+            ),
+            visibility_timeout_seconds=int(
+                _number(env, "SAGA_VISIBILITY_TIMEOUT_SECONDS", 3600, minimum=60)
+            ),
+        )
+
+
+def _number(env: Mapping[str, str], name: str, default: float, minimum: float = 0.001) -> float:
+    raw = env.get(name)
+    if raw is None or raw == "":
+        return default
+    try:
+        value = float(raw)
+    except ValueError:
+        raise ConfigurationError(f"{name}={raw!r} is not a number") from None
+    if value < minimum:
+        raise ConfigurationError(f"{name}={raw!r} must be at least {minimum}")
+    return value
+
+
+def _redis_url(env: Mapping[str, str]) -> str:
+    url = env.get("REDIS_URL") or "redis://localhost:6379/0"
+    password = env.get("REDIS_PASSWORD")
+    parts = urlsplit(url)
+    if parts.scheme not in ("redis", "rediss", "unix"):
+        raise ConfigurationError(f"REDIS_URL must be a redis:// URL, got scheme {parts.scheme!r}")
+    if password and not parts.password and parts.scheme != "unix":
+        netloc = f":{quote(password, safe='')}@{parts.hostname}"
+        if parts.port:
+            netloc += f":{parts.port}"
+        url = urlunsplit((parts.scheme, netloc, parts.path, parts.query, parts.fragment))
+    return url
+
+
+def _services(env: Mapping[str, str]) -> dict[str, str]:
+    services = {name: env.get(var) or default for name, (var, default) in
+                DEFAULT_SEED_SERVICES.items()}
+    raw = env.get("SAGA_SERVICES", "") or "{}"
+    try:
+        extra = json.loads(raw)
+    except json.JSONDecodeError as exc:
+        raise ConfigurationError(f"SAGA_SERVICES is not JSON: {exc}") from None
+    if not isinstance(extra, dict):
+        raise ConfigurationError("SAGA_SERVICES must be a JSON object: name -> base URL")
+    services.update(extra)
+    for name, base in services.items():
+        parts = urlsplit(str(base))
+        if parts.scheme not in ("http", "https") or not parts.hostname:
+            raise ConfigurationError(f"service {name!r}: {base!r} is not an http(s) base URL")
+        if parts.query or parts.fragment:
+            raise ConfigurationError(f"service {name!r}: a base URL has no query or fragment")
+        services[name] = str(base).rstrip("/")
+    return services
+
+
+def redact_url(url: str) -> str:
+    """The URL with any password replaced, for logs."""
+    parts = urlsplit(url)
+    if not parts.password:
+        return url
+    netloc = f"{parts.username or ''}:***@{parts.hostname}" + (
+        f":{parts.port}" if parts.port else "")
+    return urlunsplit((parts.scheme, netloc, parts.path, parts.query, parts.fragment))

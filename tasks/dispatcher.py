@@ -1,0 +1,35 @@
+"""Turning the engine's requests into Celery chains of immutable signatures."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from celery import chain
+from celery.canvas import Signature
+
+
+class CeleryDispatcher:
+    """Enqueues steps and compensations as chains with a chain-level `link_error`."""
+
+    def __init__(self, queue: str) -> None:
+        self.queue = queue
+
+    def run_steps(self, saga_id: str, indexes: Sequence[int], correlation_id: str) -> None:
+        from tasks.steps import on_step_error, run_step
+
+        self._send([run_step.si(saga_id, i, correlation_id) for i in indexes],
+                   on_step_error.s())
+
+    def run_compensations(self, saga_id: str, indexes: Sequence[int],
+                          correlation_id: str) -> None:
+        from tasks.steps import on_compensation_error, run_compensation
+
+        self._send([run_compensation.si(saga_id, i, correlation_id) for i in indexes],
+                   on_compensation_error.s())
+
+    def _send(self, signatures: list[Signature], errback: Signature) -> None:
+        if not signatures:
+            return
+        # A one-element chain is sent as the signature itself (celery/celery#4498).
+        work = signatures[0] if len(signatures) == 1 else chain(*signatures)
+        work.apply_async(link_error=errback, queue=self.queue)

@@ -1,0 +1,189 @@
+"""Real services for the tests: Redis, a Celery worker subprocess, HTTP stubs.
+
+Redis: `REDIS_URL` if it answers, else a `redis-server` started on a free port. Every key of
+this run starts with a fresh prefix (store and kombu alike) and is deleted at the end, so the
+run never touches data that is not its own.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import redis
+
+from tests.stubs import StubService
+
+ROOT = Path(__file__).resolve().parent.parent
+FINAL = {"COMPLETED", "COMPENSATED", "COMPENSATION_FAILED"}
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def start_redis_server(workdir: Path, *extra: str) -> tuple[subprocess.Popen[bytes], str]:
+    """A redis-server of the test's own on a free port; returns (process, url)."""
+    binary = shutil.which("redis-server")
+    if binary is None:
+        pytest.fail("redis-server is not installed: run `make test`, which installs it")
+    port = free_port()
+    workdir.mkdir(parents=True, exist_ok=True)
+    proc = subprocess.Popen(
+        [binary, "--port", str(port), "--bind", "127.0.0.1", "--dir", str(workdir),
+         "--save", "", "--maxmemory-policy", "noeviction", *extra],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )
+    url = f"redis://127.0.0.1:{port}/0"
+    deadline = time.time() + 10
+    while time.time() < deadline:
+        try:
+            if redis.Redis.from_url(url).ping():
+                return proc, url
+        except redis.ConnectionError:
+            time.sleep(0.05)
+    proc.kill()
+    pytest.fail("redis-server did not start")
+
+
+@pytest.fixture(scope="session")
+def redis_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    url = os.environ.get("REDIS_URL", "redis://127.0.0.1:6379/0")
+    try:
+        redis.Redis.from_url(url, socket_connect_timeout=1).ping()
+        yield url
+        return
+    except (redis.ConnectionError, redis.TimeoutError):
+        pass
+    proc, url = start_redis_server(tmp_path_factory.mktemp("redis"))
+    yield url
+    proc.terminate()
+    proc.wait(10)
+
+
+@pytest.fixture(scope="session")
+def prefix(redis_url: str) -> Iterator[str]:
+    prefix = f"test-{uuid.uuid4().hex[:10]}:"
+    yield prefix
+    client = redis.Redis.from_url(redis_url)
+    for key in client.scan_iter(match=f"{prefix}*", count=1000):
+        client.delete(key)
+
+
+@pytest.fixture(scope="session")
+def stub() -> Iterator[StubService]:
+    service = StubService().start()
+    yield service
+    service.stop()
+
+
+@pytest.fixture(scope="session")
+def service_env(redis_url: str, prefix: str, stub: StubService) -> dict[str, str]:
+    """The environment every component of this run shares (test process and worker)."""
+    env = {
+        "REDIS_URL": redis_url,
+        "SAGA_KEY_PREFIX": prefix,
+        "SAGA_QUEUE": f"{prefix}sagas",
+        "SAGA_SERVICES": json.dumps({"svc": stub.url, "inventory": stub.url,
+                                     "payments": stub.url}),
+        "SAGA_TASK_MODULES": "tests.registered_tasks",
+        "SAGA_RETRY_BACKOFF_SECONDS": "0.05",
+        "SAGA_RETRY_MAX_BACKOFF_SECONDS": "0.2",
+        "COMPENSATION_TIMEOUT_SECONDS": "3",
+        "SAGA_STEP_TIMEOUT_SECONDS": "20",
+    }
+    os.environ.update(env)  # the test process builds its own engine from the same settings
+    return env
+
+
+class Worker:
+    def __init__(self, env: dict[str, str], log_path: Path, concurrency: int = 3) -> None:
+        self.log_path = log_path
+        self.env = {**os.environ, **env, "PYTHONPATH": str(ROOT)}
+        self.concurrency = concurrency
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> Worker:
+        offset = self.log_path.stat().st_size if self.log_path.exists() else 0
+        with self.log_path.open("ab") as log:
+            self.proc = self._spawn(log)
+        deadline = time.time() + 30
+        while time.time() < deadline:
+            with self.log_path.open("rb") as f:
+                f.seek(offset)
+                if b"ready." in f.read():
+                    return self
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"worker exited: {self.log_path.read_text()[-3000:]}")
+            time.sleep(0.1)
+        raise RuntimeError(f"worker did not start: {self.log_path.read_text()[-3000:]}")
+
+    def _spawn(self, log: Any) -> subprocess.Popen[bytes]:
+        return subprocess.Popen(
+            [sys.executable, "-m", "celery", "-A", "wsgi:celery_app", "worker",
+             "-Q", self.env["SAGA_QUEUE"], "-P", "prefork", "-c", str(self.concurrency),
+             "--without-gossip", "--without-mingle", "--loglevel", "INFO",
+             "-n", f"test-{uuid.uuid4().hex[:6]}@%h"],
+            cwd=ROOT, env=self.env, stdout=log, stderr=subprocess.STDOUT,
+        )
+
+    def stop(self) -> None:
+        if self.proc and self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(20)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+
+
+@pytest.fixture(scope="session")
+def worker(service_env: dict[str, str], tmp_path_factory: pytest.TempPathFactory
+           ) -> Iterator[Worker]:
+    w = Worker(service_env, tmp_path_factory.mktemp("worker") / "worker.log").start()
+    yield w
+    w.stop()
+
+
+@pytest.fixture(scope="session")
+def engine(service_env: dict[str, str]) -> Any:
+    """An engine in the test process, sending work to the worker through the real broker."""
+    import wsgi  # noqa: F401  (the Celery app, configured from service_env)
+    from sagas.settings import Settings
+    from tasks.runtime import build_engine
+
+    return build_engine(Settings.from_env())
+
+
+@pytest.fixture()
+def run(engine: Any, worker: Worker) -> Any:
+    """Start a saga and wait for it to reach a final status; returns the document."""
+
+    def run_saga(definition: dict[str, Any], timeout: float = 30) -> dict[str, Any]:
+        saga = engine.start(definition)
+        return wait_final(engine, saga["saga_id"], timeout)
+
+    return run_saga
+
+
+def wait_final(engine: Any, saga_id: str, timeout: float = 30,
+               statuses: set[str] = FINAL) -> dict[str, Any]:
+    deadline = time.time() + timeout
+    while True:
+        saga = engine.get(saga_id)
+        if saga["status"] in statuses:
+            return dict(saga)
+        if time.time() > deadline:
+            raise AssertionError(f"saga still {saga['status']} after {timeout} s: {saga}")
+        time.sleep(0.02)

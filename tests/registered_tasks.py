@@ -1,0 +1,13 @@
+"""Registered tasks the tests' worker loads through SAGA_TASK_MODULES."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from sagas.errors import StepError
+from sagas.registry import TaskContext, saga_task
+
+
+@saga_task("test.fail")
+def fail(args: dict[str, Any], ctx: TaskContext) -> dict[str, Any]:
+    raise StepError(args.get("message", "scripted failure"))

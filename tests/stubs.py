@@ -1,0 +1,94 @@
+"""A real HTTP service on 127.0.0.1 for tests, with a ledger of every request it received.
+
+Behaviour is chosen by the path, so a saga definition says what each call will meet:
+  /ok/...                      200 {"id": "<n>", "path": ..., "received": <body>}
+  /status/<code>/...           answers <code>
+  /flaky/<n>/<code>/...        <code> for the first n requests of each Idempotency-Key, then 200
+  /slow/<seconds>/...          sleeps, then 200
+  /switch/<name>/...           503 while `stub.down` holds <name>, else 200
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+import threading
+import time
+from collections import Counter
+from dataclasses import dataclass
+from typing import Any
+
+from werkzeug.serving import make_server
+from werkzeug.wrappers import Request, Response
+
+
+@dataclass(frozen=True)
+class Call:
+    method: str
+    path: str
+    idempotency_key: str | None
+    saga_id: str | None
+    correlation_id: str | None
+    body: Any
+    status: int
+    at: float
+
+
+class StubService:
+    def __init__(self) -> None:
+        self.ledger: list[Call] = []
+        self.down: set[str] = set()
+        self._lock = threading.Lock()
+        self._ids = itertools.count(1)
+        self._seen: Counter[tuple[str, str | None]] = Counter()
+        self._server = make_server("127.0.0.1", 0, self._wsgi, threaded=True)
+        self.url = f"http://127.0.0.1:{self._server.server_port}"
+        self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
+
+    def start(self) -> StubService:
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        self._server.shutdown()
+
+    def calls(self, saga_id: str) -> list[Call]:
+        """Requests that carried `X-Saga-Id: saga_id`, in arrival order."""
+        with self._lock:
+            return [c for c in self.ledger if c.saga_id == saga_id]
+
+    def _wsgi(self, environ: dict[str, Any], start_response: Any) -> Any:
+        request = Request(environ)
+        body = request.get_json(silent=True) if request.data else None
+        status, answer = self._behave(request, body)
+        call = Call(request.method, request.full_path.rstrip("?"),
+                    request.headers.get("Idempotency-Key"), request.headers.get("X-Saga-Id"),
+                    request.headers.get("X-Correlation-Id"), body, status, time.time())
+        with self._lock:
+            self.ledger.append(call)
+        response = Response(json.dumps(answer), status=status, mimetype="application/json")
+        return response(environ, start_response)
+
+    def _behave(self, request: Request, body: Any) -> tuple[int, dict[str, Any]]:
+        parts = request.path.strip("/").split("/")
+        kind = parts[0]
+        ok = {"id": f"r{next(self._ids)}", "path": request.path, "received": body}
+        if kind == "status":
+            return int(parts[1]), {"error": f"scripted {parts[1]}"}
+        if kind == "flaky":
+            times, code = int(parts[1]), int(parts[2])
+            key = (request.path, request.headers.get("Idempotency-Key"))
+            with self._lock:
+                self._seen[key] += 1
+                seen = self._seen[key]
+            if seen <= times:
+                return code, {"error": f"flaky {seen}/{times}"}
+            return 200, ok
+        if kind == "slow":
+            time.sleep(float(parts[1]))
+            return 200, ok
+        if kind == "switch":
+            if parts[1] in self.down:
+                return 503, {"error": f"{parts[1]} is down"}
+            return 200, ok
+        return 200, ok
