@@ -43,15 +43,17 @@ class ActionExecutor:
     def _task(self, spec: Mapping[str, Any], ctx: TaskContext) -> Any:
         fn = get_task(spec["task"])
         if fn is None:
-            raise StepError(f"registered task {spec['task']!r} is not loaded in this worker",
-                            retryable=True)
+            raise StepError(
+                f"registered task {spec['task']!r} is not loaded in this worker", retryable=True
+            )
         return fn(dict(spec.get("args") or {}), ctx)
 
     def _http(self, spec: Mapping[str, Any], ctx: TaskContext, timeout_seconds: float) -> Any:
         base = self.services.get(spec["service"])
         if base is None:
-            raise StepError(f"service {spec['service']!r} is not registered in this worker",
-                            retryable=True)
+            raise StepError(
+                f"service {spec['service']!r} is not registered in this worker", retryable=True
+            )
         url = base + spec["path"]
         _check_origin(base, url)
         headers = {
@@ -70,8 +72,9 @@ class ActionExecutor:
             raise StepError(f"{spec['service']}: cannot connect: {exc!r}", retryable=True) from exc
         except httpx.TransportError as exc:
             # Sent, but no answer (timeout or dropped connection): it may have acted.
-            raise StepError(f"{spec['service']}: no answer: {exc!r}", retryable=True,
-                            uncertain=True) from exc
+            raise StepError(
+                f"{spec['service']}: no answer: {exc!r}", retryable=True, uncertain=True
+            ) from exc
         return _outcome(spec["service"], response)
 
 
@@ -87,8 +90,9 @@ def _outcome(service: str, response: httpx.Response) -> Any:
     detail = response.text[:MAX_ERROR_BODY]
     message = f"{service}: HTTP {status} {response.reason_phrase}: {detail}".rstrip(": ")
     if status in RETRYABLE_STATUS or status >= 500:
-        raise StepError(message, retryable=True,
-                        retry_after=_retry_after(response.headers.get("Retry-After")))
+        raise StepError(
+            message, retryable=True, retry_after=_retry_after(response.headers.get("Retry-After"))
+        )
     raise StepError(message)
 
 
@@ -112,4 +116,3 @@ def _check_origin(base: str, url: str) -> None:
     want, got = urlsplit(base), urlsplit(url)
     if (want.scheme, want.hostname, want.port) != (got.scheme, got.hostname, got.port):
         raise StepError(f"rendered URL leaves the registered service: {url!r}")
-

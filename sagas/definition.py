@@ -106,8 +106,9 @@ def parse_definition(data: Any, settings: Settings) -> SagaDefinition:
         raise errors.InvalidValue(
             "correlation_id", f"a printable string of 1-{MAX_CORRELATION_ID} characters"
         )
-    saga_timeout = _timeout(data, "timeout_seconds", "timeout_seconds",
-                            settings.saga_timeout_seconds)
+    saga_timeout = _timeout(
+        data, "timeout_seconds", "timeout_seconds", settings.saga_timeout_seconds
+    )
 
     raw_steps = data.get("steps")
     if raw_steps is None:
@@ -151,13 +152,12 @@ def _parse_step(
     _check_references(action, f"{where}.action", earlier, payload, allow_self=None)
     compensation = None
     if raw.get("compensation") is not None:
-        compensation = _parse_action(raw["compensation"], f"{where}.compensation", settings)
-        if compensation.kind == "event":
+        if isinstance(raw["compensation"], Mapping) and "event" in raw["compensation"]:
             raise errors.UnsupportedStep(
                 f"{where}.compensation", "a compensation is an HTTP call or a registered task"
             )
-        _check_references(compensation, f"{where}.compensation", earlier, payload,
-                          allow_self=name)
+        compensation = _parse_action(raw["compensation"], f"{where}.compensation", settings)
+        _check_references(compensation, f"{where}.compensation", earlier, payload, allow_self=name)
     default_timeout = min(settings.step_timeout_seconds, saga_timeout)
     timeout = _timeout(raw, "timeout_seconds", f"{where}.timeout_seconds", default_timeout)
     if timeout > saga_timeout:
@@ -207,9 +207,7 @@ def _parse_http(raw: Mapping[str, Any], where: str, settings: Settings) -> Actio
         )
     method = raw.get("method", "POST")
     if not isinstance(method, str) or method.upper() not in HTTP_METHODS:
-        raise errors.InvalidValue(
-            f"{where}.method", f"one of {', '.join(sorted(HTTP_METHODS))}"
-        )
+        raise errors.InvalidValue(f"{where}.method", f"one of {', '.join(sorted(HTTP_METHODS))}")
     path = _require(raw, "path", str, f"{where}.path")
     _check_path(path, f"{where}.path")
     spec: dict[str, Any] = {"service": service, "method": method.upper(), "path": path}
@@ -284,7 +282,8 @@ def _check_reference(
 
 def _parse_retry(raw: Any, where: str, settings: Settings) -> RetryPolicy:
     defaults = RetryPolicy(
-        settings.retry_attempts, settings.retry_backoff_seconds,
+        settings.retry_attempts,
+        settings.retry_backoff_seconds,
         settings.retry_max_backoff_seconds,
     )
     if raw is None:
@@ -292,13 +291,19 @@ def _parse_retry(raw: Any, where: str, settings: Settings) -> RetryPolicy:
     if not isinstance(raw, Mapping):
         raise errors.InvalidType(where, "must be a JSON object")
     attempts = raw.get("max_attempts", defaults.max_attempts)
-    if isinstance(attempts, bool) or not isinstance(attempts, int) or not (
-        1 <= attempts <= MAX_ATTEMPTS
+    if (
+        isinstance(attempts, bool)
+        or not isinstance(attempts, int)
+        or not (1 <= attempts <= MAX_ATTEMPTS)
     ):
         raise errors.InvalidRetry(f"{where}.max_attempts", f"an integer from 1 to {MAX_ATTEMPTS}")
     backoff = _float(raw, "backoff_seconds", f"{where}.backoff_seconds", defaults.backoff_seconds)
-    max_backoff = _float(raw, "max_backoff_seconds", f"{where}.max_backoff_seconds",
-                         max(defaults.max_backoff_seconds, backoff))
+    max_backoff = _float(
+        raw,
+        "max_backoff_seconds",
+        f"{where}.max_backoff_seconds",
+        max(defaults.max_backoff_seconds, backoff),
+    )
     if not 0 <= backoff <= 3600:
         raise errors.InvalidRetry(f"{where}.backoff_seconds", "between 0 and 3600")
     if not backoff <= max_backoff <= 3600:

@@ -40,8 +40,9 @@ class Dispatcher(Protocol):
 
     def run_steps(self, saga_id: str, indexes: Sequence[int], correlation_id: str) -> None: ...
 
-    def run_compensations(self, saga_id: str, indexes: Sequence[int],
-                          correlation_id: str) -> None: ...
+    def run_compensations(
+        self, saga_id: str, indexes: Sequence[int], correlation_id: str
+    ) -> None: ...
 
 
 @dataclass(frozen=True)
@@ -70,14 +71,19 @@ Outcome = Continue | Stop | Retry
 def backoff(attempt: int, base: float, maximum: float, retry_after: float | None) -> float:
     """Exponential backoff with equal jitter for the attempt after `attempt`; a server's
     Retry-After is honoured as a lower bound."""
-    ceiling = min(maximum, base * 2 ** (attempt - 1))
+    ceiling = min(maximum, base * 2.0 ** (attempt - 1))
     delay = ceiling / 2 + random.uniform(0, ceiling / 2)
-    return max(delay, retry_after or 0.0)
+    return float(max(delay, retry_after or 0.0))
 
 
 class SagaEngine:
-    def __init__(self, store: RedisStore, dispatcher: Dispatcher, executor: ActionExecutor,
-                 settings: Settings) -> None:
+    def __init__(
+        self,
+        store: RedisStore,
+        dispatcher: Dispatcher,
+        executor: ActionExecutor,
+        settings: Settings,
+    ) -> None:
         self.store = store
         self.dispatcher = dispatcher
         self.executor = executor
@@ -95,16 +101,22 @@ class SagaEngine:
         with bound(saga_id=saga_id, correlation_id=correlation_id):
             reply = self.store.create(saga_id, definition, correlation_id)
             if reply.code == "created":
-                log.info("saga started", extra={"saga_type": definition.saga_type,
-                                                "steps": len(definition.steps)})
+                log.info(
+                    "saga started",
+                    extra={"saga_type": definition.saga_type, "steps": len(definition.steps)},
+                )
             self.dispatcher.run_steps(saga_id, range(len(definition.steps)), correlation_id)
         return self.store.get(saga_id)
 
     def get(self, saga_id: str) -> SagaRecord:
         return self.store.get(saga_id)
 
-    def compensate(self, saga_id: str, reason: str = "compensation requested",
-                   expected_version: int | None = None) -> SagaRecord:
+    def compensate(
+        self,
+        saga_id: str,
+        reason: str = "compensation requested",
+        expected_version: int | None = None,
+    ) -> SagaRecord:
         """Compensate a RUNNING or COMPLETED saga, retry a COMPENSATION_FAILED one, or cancel
         a PENDING one. Raises `SagaNotFound`, or `InvalidTransition` (HTTP 409)."""
         reply = self.store.compensate(saga_id, reason, expected_version)
@@ -112,8 +124,11 @@ class SagaEngine:
             raise SagaNotFound(saga_id)
         if reply.code == "conflict":
             status = reply.values[0]
-            why = ("the saga changed (version mismatch)" if len(reply.values) > 1
-                   else f"the saga is already {status}")
+            why = (
+                "the saga changed (version mismatch)"
+                if len(reply.values) > 1
+                else f"the saga is already {status}"
+            )
             raise InvalidTransition(saga_id, status, f"cannot compensate: {why}")
         record = self.store.get(saga_id)
         with bound(saga_id=saga_id, correlation_id=record["correlation_id"]):
@@ -134,18 +149,27 @@ class SagaEngine:
         if code in ("stop", "busy", "missing"):
             return Stop(code)
         if code == "fenced":
-            raise StepFailed("compensation was requested while the step was in flight",
-                             uncertain=reply.values[0] == "1", reason="manual")
+            raise StepFailed(
+                "compensation was requested while the step was in flight",
+                uncertain=reply.values[0] == "1",
+                reason="manual",
+            )
         if code == "expired":
             raise StepFailed("the step's deadline passed", uncertain=True, reason="timeout")
         if code == "exhausted":
-            raise StepFailed("no attempts left after lost executions",
-                             uncertain=reply.values[0] == "1")
+            raise StepFailed(
+                "no attempts left after lost executions", uncertain=reply.values[0] == "1"
+            )
         grant = self.store.grant(reply)
         step = grant.definition[index]
         ctx = self._context(saga_id, step["name"], "action", grant)
-        with bound(saga_id=saga_id, correlation_id=grant.correlation_id, step=step["name"],
-                   phase="action", attempt=grant.attempt):
+        with bound(
+            saga_id=saga_id,
+            correlation_id=grant.correlation_id,
+            step=step["name"],
+            phase="action",
+            attempt=grant.attempt,
+        ):
             try:
                 spec = _render(step["action"], saga_id, grant)
             except placeholders.MissingValue as exc:
@@ -164,26 +188,45 @@ class SagaEngine:
                 log.warning("late step result refused: the step is %s", answer.values[0])
             return Stop(answer.code)
 
-    def _step_attempt_failed(self, saga_id: str, index: int, lease: str,
-                             step: Mapping[str, Any], grant: Grant, exc: StepError) -> Outcome:
+    def _step_attempt_failed(
+        self,
+        saga_id: str,
+        index: int,
+        lease: str,
+        step: Mapping[str, Any],
+        grant: Grant,
+        exc: StepError,
+    ) -> Outcome:
         retry = step["retry"]
-        log.warning("step attempt failed: %s", exc.message,
-                    extra={"retryable": exc.retryable, "uncertain": exc.uncertain})
+        log.warning(
+            "step attempt failed: %s",
+            exc.message,
+            extra={"retryable": exc.retryable, "uncertain": exc.uncertain},
+        )
         if not exc.retryable:
             raise StepFailed(exc.message, uncertain=exc.uncertain)
         if grant.attempt >= retry["max_attempts"]:
-            raise StepFailed(f"{exc.message} (after {grant.attempt} attempts)",
-                             uncertain=exc.uncertain)
-        countdown = backoff(grant.attempt, retry["backoff_seconds"],
-                            retry["max_backoff_seconds"], exc.retry_after)
+            raise StepFailed(
+                f"{exc.message} (after {grant.attempt} attempts)", uncertain=exc.uncertain
+            )
+        countdown = backoff(
+            grant.attempt, retry["backoff_seconds"], retry["max_backoff_seconds"], exc.retry_after
+        )
         if countdown * 1000 >= grant.remaining_ms:
-            raise StepFailed(f"{exc.message}; the step's deadline passes before another attempt",
-                             uncertain=exc.uncertain, reason="timeout")
-        answer = self.store.step_retry(saga_id, index, lease, grant.attempt, exc.message,
-                                       exc.uncertain)
+            raise StepFailed(
+                f"{exc.message}; the step's deadline passes before another attempt",
+                uncertain=exc.uncertain,
+                reason="timeout",
+            )
+        answer = self.store.step_retry(
+            saga_id, index, lease, grant.attempt, exc.message, exc.uncertain
+        )
         if answer.code == "fenced":
-            raise StepFailed(f"compensation was requested; last attempt: {exc.message}",
-                             uncertain=answer.values[0] == "1", reason="manual")
+            raise StepFailed(
+                f"compensation was requested; last attempt: {exc.message}",
+                uncertain=answer.values[0] == "1",
+                reason="manual",
+            )
         if answer.code == "stale":
             return Stop("stale")
         return Retry(countdown, exc.message)
@@ -198,10 +241,14 @@ class SagaEngine:
             message, uncertain, reason = f"{type(exc).__name__}: {exc}", True, "error"
         answer = self.store.step_fail(saga_id, index, lease, message, uncertain, reason)
         record = self.store.get(saga_id)
-        with bound(saga_id=saga_id, correlation_id=record["correlation_id"],
-                   step=record["steps"][index]["name"]):
-            log.warning("step failed: %s", message,
-                        extra={"uncertain": uncertain, "answer": answer.code})
+        with bound(
+            saga_id=saga_id,
+            correlation_id=record["correlation_id"],
+            step=record["steps"][index]["name"],
+        ):
+            log.warning(
+                "step failed: %s", message, extra={"uncertain": uncertain, "answer": answer.code}
+            )
             self._dispatch_compensation(saga_id, answer, record["correlation_id"])
 
     # --- compensations -----------------------------------------------------------------
@@ -214,19 +261,26 @@ class SagaEngine:
         if reply.code == "expired":
             raise CompensationFailed(
                 f"gave up after {self.settings.compensation_timeout_seconds:g} s "
-                "(COMPENSATION_TIMEOUT_SECONDS)")
+                "(COMPENSATION_TIMEOUT_SECONDS)"
+            )
         if reply.code != "run":
             return Stop(reply.code)
         grant = self.store.grant(reply)
         step = grant.definition[index]
         ctx = self._context(saga_id, step["name"], "compensation", grant)
-        with bound(saga_id=saga_id, correlation_id=grant.correlation_id, step=step["name"],
-                   phase="compensation", attempt=grant.attempt):
+        with bound(
+            saga_id=saga_id,
+            correlation_id=grant.correlation_id,
+            step=step["name"],
+            phase="compensation",
+            attempt=grant.attempt,
+        ):
             try:
                 spec = _render(step["compensation"], saga_id, grant)
             except placeholders.MissingValue as exc:
                 raise CompensationFailed(
-                    f"compensation of step {step['name']!r} needs {exc.args[0]}: the step's "
+                    f"compensation of step {step['name']!r} needs {{{{{exc.text}}}}}, which "
+                    "has no value: the step's "
                     "outcome is uncertain and it left no output; resolve it by hand"
                 ) from None
             try:
@@ -236,48 +290,56 @@ class SagaEngine:
                 if not exc.retryable:
                     raise CompensationFailed(exc.message) from None
                 retry = step["retry"]
-                countdown = backoff(grant.attempt, retry["backoff_seconds"],
-                                    retry["max_backoff_seconds"], exc.retry_after)
+                countdown = backoff(
+                    grant.attempt,
+                    retry["backoff_seconds"],
+                    retry["max_backoff_seconds"],
+                    exc.retry_after,
+                )
                 if countdown * 1000 >= grant.remaining_ms:
                     raise CompensationFailed(
-                        f"{exc.message}; COMPENSATION_TIMEOUT_SECONDS passes before another "
-                        "attempt") from None
-                answer = self.store.comp_retry(saga_id, index, lease, grant.attempt,
-                                               exc.message)
+                        f"{exc.message}; COMPENSATION_TIMEOUT_SECONDS passes before another attempt"
+                    ) from None
+                answer = self.store.comp_retry(saga_id, index, lease, grant.attempt, exc.message)
                 return Retry(countdown, exc.message) if answer.code == "ok" else Stop("stale")
             answer = self.store.comp_complete(saga_id, index, lease, grant.attempt)
             log.info("compensation completed", extra={"answer": answer.code})
-            return Continue() if answer.code in ("next", "saga_compensated") else Stop(
-                answer.code)
+            return Continue() if answer.code in ("next", "saga_compensated") else Stop(answer.code)
 
-    def compensation_failed(self, saga_id: str, index: int, lease: str,
-                            exc: BaseException) -> None:
+    def compensation_failed(self, saga_id: str, index: int, lease: str, exc: BaseException) -> None:
         """Errback of the compensation chain: the saga becomes COMPENSATION_FAILED."""
-        message = exc.message if isinstance(exc, CompensationFailed) else (
-            f"{type(exc).__name__}: {exc}")
+        message = (
+            exc.message if isinstance(exc, CompensationFailed) else (f"{type(exc).__name__}: {exc}")
+        )
         answer = self.store.comp_fail(saga_id, index, lease, message)
-        log.error("compensation failed: %s", message,
-                  extra={"saga_id": saga_id, "answer": answer.code})
+        log.error(
+            "compensation failed: %s", message, extra={"saga_id": saga_id, "answer": answer.code}
+        )
 
     # --- helpers -----------------------------------------------------------------------
     def _dispatch_compensation(self, saga_id: str, reply: Reply, correlation_id: str) -> None:
         if reply.code == "compensate" and reply.values:
-            self.dispatcher.run_compensations(saga_id, [int(v) for v in reply.values],
-                                              correlation_id)
+            self.dispatcher.run_compensations(
+                saga_id, [int(v) for v in reply.values], correlation_id
+            )
 
     @staticmethod
     def _context(saga_id: str, name: str, phase: str, grant: Grant) -> TaskContext:
-        return TaskContext(saga_id=saga_id, step=name, phase=phase, attempt=grant.attempt,
-                           idempotency_key=f"{saga_id}:{name}:{phase}",
-                           correlation_id=grant.correlation_id)
+        return TaskContext(
+            saga_id=saga_id,
+            step=name,
+            phase=phase,
+            attempt=grant.attempt,
+            idempotency_key=f"{saga_id}:{name}:{phase}",
+            correlation_id=grant.correlation_id,
+        )
 
 
 def _render(action: Mapping[str, Any], saga_id: str, grant: Grant) -> dict[str, Any]:
     context = {
         "payload": grant.payload,
         "steps": grant.outputs,
-        "saga": {"id": saga_id, "correlation_id": grant.correlation_id,
-                 "type": grant.saga_type},
+        "saga": {"id": saga_id, "correlation_id": grant.correlation_id, "type": grant.saga_type},
     }
     spec = dict(action)
     if spec["kind"] == "http":

@@ -1,7 +1,8 @@
 """Structured JSON logs with the saga's correlation id on every line.
 
-`bound(saga_id=..., correlation_id=..., step=...)` sets the context for the code inside it;
-a logging filter copies the context onto each record, and the JSON formatter writes it.
+`bound(saga_id=..., correlation_id=..., step=...)` (or `push`/`pop`) sets the context for
+the code that follows; a logging filter copies it onto each record and the JSON formatter
+writes it.
 """
 
 from __future__ import annotations
@@ -15,40 +16,49 @@ from typing import Any
 
 from pythonjsonlogger.json import JsonFormatter
 
-_context: contextvars.ContextVar[dict[str, Any]] = contextvars.ContextVar("saga_log",
-                                                                           default={})
-FIELDS = ("saga_id", "correlation_id", "step", "phase", "attempt")
+Fields = dict[str, Any]
+_context: contextvars.ContextVar[Fields | None] = contextvars.ContextVar("saga_log", default=None)
+
+
+def push(**fields: Any) -> contextvars.Token[Fields | None]:
+    """Add `fields` (None values left out) to every later log record until `pop(token)`."""
+    new = {key: value for key, value in fields.items() if value is not None}
+    return _context.set({**(_context.get() or {}), **new})
+
+
+def pop(token: contextvars.Token[Fields | None]) -> None:
+    _context.reset(token)
 
 
 @contextmanager
 def bound(**fields: Any) -> Iterator[None]:
     """Add `fields` to every log record emitted inside the block."""
-    token = _context.set({**_context.get(), **{k: v for k, v in fields.items()
-                                              if v is not None}})
+    token = push(**fields)
     try:
         yield
     finally:
-        _context.reset(token)
+        pop(token)
 
 
 class ContextFilter(logging.Filter):
     def filter(self, record: logging.LogRecord) -> bool:
-        for key, value in _context.get().items():
+        for key, value in (_context.get() or {}).items():
             setattr(record, key, value)
         return True
 
 
 def configure_logging(level: str = "INFO") -> None:
-    """JSON lines on stderr for the root logger; idempotent."""
+    """JSON lines on stderr for the root logger; calling it again changes nothing."""
     root = logging.getLogger()
-    for handler in list(root.handlers):
-        if getattr(handler, "_saga_json", False):
-            return
+    if any(getattr(h, "_saga_json", False) for h in root.handlers):
+        return
     handler = logging.StreamHandler(sys.stderr)
-    handler.setFormatter(JsonFormatter(
-        "%(asctime)s %(levelname)s %(name)s %(message)s",
-        rename_fields={"asctime": "time", "levelname": "level", "name": "logger"},
-    ))
+    handler.setFormatter(
+        JsonFormatter(
+            "%(asctime)s %(levelname)s %(name)s %(message)s",
+            rename_fields={"asctime": "time", "levelname": "level", "name": "logger"},
+        )
+    )
     handler.addFilter(ContextFilter())
     handler._saga_json = True  # type: ignore[attr-defined]
     root.handlers[:] = [handler]

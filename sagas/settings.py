@@ -98,8 +98,9 @@ def _redis_url(env: Mapping[str, str]) -> str:
 
 
 def _services(env: Mapping[str, str]) -> dict[str, str]:
-    services = {name: env.get(var) or default for name, (var, default) in
-                DEFAULT_SEED_SERVICES.items()}
+    services = {
+        name: env.get(var) or default for name, (var, default) in DEFAULT_SEED_SERVICES.items()
+    }
     raw = env.get("SAGA_SERVICES", "") or "{}"
     try:
         extra = json.loads(raw)
@@ -124,5 +125,6 @@ def redact_url(url: str) -> str:
     if not parts.password:
         return url
     netloc = f"{parts.username or ''}:***@{parts.hostname}" + (
-        f":{parts.port}" if parts.port else "")
+        f":{parts.port}" if parts.port else ""
+    )
     return urlunsplit((parts.scheme, netloc, parts.path, parts.query, parts.fragment))

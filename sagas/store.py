@@ -26,14 +26,22 @@ from sagas.errors import SagaNotFound
 from sagas.model import SagaRecord, SagaStatus, StepRecord
 
 SCRIPTS = (
-    "create", "step_begin", "step_retry", "step_complete", "step_fail", "compensate",
-    "comp_begin", "comp_retry", "comp_complete", "comp_fail",
+    "create",
+    "step_begin",
+    "step_retry",
+    "step_complete",
+    "step_fail",
+    "compensate",
+    "comp_begin",
+    "comp_retry",
+    "comp_complete",
+    "comp_fail",
 )
 
 
 @dataclass(frozen=True)
 class Reply:
-    """A transition's answer: `code` and the values after it."""
+    """A transition's answer: `code` and the values after it (strings, or None for nil)."""
 
     code: str
     values: list[Any]
@@ -80,8 +88,12 @@ class Keys:
     def transition(self, saga_id: str) -> list[str]:
         """KEYS[1..11] shared by every transition script (documented in lua/lib.lua)."""
         return [
-            self.saga(saga_id), self.history(saga_id), self.timers, self.stats,
-            *(self.status(s) for s in SagaStatus), self.finished,
+            self.saga(saga_id),
+            self.history(saga_id),
+            self.timers,
+            self.stats,
+            *(self.status(s) for s in SagaStatus),
+            self.finished,
         ]
 
 
@@ -90,51 +102,63 @@ class RedisStore:
         self.redis = client
         self.keys = Keys(prefix)
         lib = _read("lib").replace("__HISTORY_LIMIT__", str(int(history_limit)))
-        self._scripts = {name: client.register_script(lib + "\n" + _read(name))
-                         for name in SCRIPTS}
+        self._scripts = {name: client.register_script(lib + "\n" + _read(name)) for name in SCRIPTS}
 
-    def _run(self, name: str, saga_id: str, args: Sequence[Any],
-             extra_keys: Sequence[str] = ()) -> Reply:
+    def _run(
+        self, name: str, saga_id: str, args: Sequence[Any], extra_keys: Sequence[str] = ()
+    ) -> Reply:
         keys = [*self.keys.transition(saga_id), *extra_keys]
         raw = self._scripts[name](keys=keys, args=list(args))
-        return Reply(_text(raw[0]), [_text(v) for v in raw[1:]])
+        return Reply(_text(raw[0]), [None if v is None else str(_text(v)) for v in raw[1:]])
 
     # --- transitions -------------------------------------------------------------------
     def create(self, saga_id: str, definition: SagaDefinition, correlation_id: str) -> Reply:
         """Write a new RUNNING saga; a repeat with the same id answers `exists`."""
         args: list[Any] = [
-            saga_id, definition.saga_type, correlation_id,
-            _dumps(definition.payload), _dumps([s.to_json() for s in definition.steps]),
+            saga_id,
+            definition.saga_type,
+            correlation_id,
+            _dumps(definition.payload),
+            _dumps([s.to_json() for s in definition.steps]),
             int(definition.timeout_seconds * 1000),
         ]
         for step in definition.steps:
-            args += [step.name, "1" if step.compensation else "0",
-                     int(step.timeout_seconds * 1000), step.retry.max_attempts]
-        extra = [self.keys.all, self.keys.saga_type(definition.saga_type),
-                 self.keys.correlation(correlation_id)]
+            args += [
+                step.name,
+                "1" if step.compensation else "0",
+                int(step.timeout_seconds * 1000),
+                step.retry.max_attempts,
+            ]
+        extra = [
+            self.keys.all,
+            self.keys.saga_type(definition.saga_type),
+            self.keys.correlation(correlation_id),
+        ]
         return self._run("create", saga_id, args, extra)
 
     def step_begin(self, saga_id: str, index: int, lease: str) -> Reply:
         """Claim an attempt of step `index` for execution `lease`; see lua/step_begin.lua."""
         return self._run("step_begin", saga_id, [index, lease])
 
-    def step_retry(self, saga_id: str, index: int, lease: str, attempt: int, error: str,
-                   uncertain: bool) -> Reply:
+    def step_retry(
+        self, saga_id: str, index: int, lease: str, attempt: int, error: str, uncertain: bool
+    ) -> Reply:
         """Record a failed attempt that will be retried (`ok`, `fenced` or `stale`)."""
-        return self._run("step_retry", saga_id,
-                         [index, lease, attempt, error, _flag(uncertain)])
+        return self._run("step_retry", saga_id, [index, lease, attempt, error, _flag(uncertain)])
 
-    def step_complete(self, saga_id: str, index: int, lease: str, attempt: int,
-                      output: Any) -> Reply:
+    def step_complete(
+        self, saga_id: str, index: int, lease: str, attempt: int, output: Any
+    ) -> Reply:
         """Record success; only the execution holding the step's fence is accepted, once."""
-        return self._run("step_complete", saga_id,
-                         [index, lease, attempt, _dumps(output), uuid.uuid4().hex])
+        return self._run(
+            "step_complete", saga_id, [index, lease, attempt, _dumps(output), uuid.uuid4().hex]
+        )
 
-    def step_fail(self, saga_id: str, index: int, lease: str, error: str, uncertain: bool,
-                  reason: str) -> Reply:
+    def step_fail(
+        self, saga_id: str, index: int, lease: str, error: str, uncertain: bool, reason: str
+    ) -> Reply:
         """Record a final failure and start compensating (`compensate` + indexes)."""
-        return self._run("step_fail", saga_id,
-                         [index, lease, error, _flag(uncertain), reason])
+        return self._run("step_fail", saga_id, [index, lease, error, _flag(uncertain), reason])
 
     def compensate(self, saga_id: str, message: str, expected_version: int | None) -> Reply:
         """Ask for compensation; see lua/compensate.lua for each status."""
@@ -144,8 +168,7 @@ class RedisStore:
     def comp_begin(self, saga_id: str, index: int, lease: str, timeout_ms: int) -> Reply:
         return self._run("comp_begin", saga_id, [index, lease, timeout_ms])
 
-    def comp_retry(self, saga_id: str, index: int, lease: str, attempt: int,
-                   error: str) -> Reply:
+    def comp_retry(self, saga_id: str, index: int, lease: str, attempt: int, error: str) -> Reply:
         return self._run("comp_retry", saga_id, [index, lease, attempt, error])
 
     def comp_complete(self, saga_id: str, index: int, lease: str, attempt: int) -> Reply:
@@ -160,10 +183,12 @@ class RedisStore:
         """Decode the `run` answer of step_begin / comp_begin."""
         attempt, remaining, payload, definition, corr, saga_type, *outs = reply.values
         steps = json.loads(definition)
-        outputs = {steps[j]["name"]: json.loads(out) for j, out in enumerate(outs)
-                   if out is not None}
-        return Grant(int(attempt), int(remaining), json.loads(payload), steps, corr,
-                     saga_type, outputs)
+        outputs = {
+            steps[j]["name"]: json.loads(out) for j, out in enumerate(outs) if out is not None
+        }
+        return Grant(
+            int(attempt), int(remaining), json.loads(payload), steps, corr, saga_type, outputs
+        )
 
     def get(self, saga_id: str) -> SagaRecord:
         """The saga document of CONTRACT.md; raise `SagaNotFound`."""
@@ -190,24 +215,30 @@ def _document(h: dict[str, str]) -> SagaRecord:
     n = int(h["n"])
     steps: list[StepRecord] = []
     for j in range(n):
+
         def f(name: str, j: int = j) -> str:
             return h.get(f"{j}:{name}", "")
 
         compensation = None
         if f("hc") == "1":
-            compensation = {"status": f("cst"), "attempts": int(f("catt") or 0),
-                            "error": f("cerr") or None}
-        steps.append({
-            "name": f("name"),
-            "status": f("st"),
-            "attempts": int(f("att") or 0),
-            "started_at": _iso(f("t0")),
-            "finished_at": _iso(f("t1")),
-            "output": json.loads(f("out")) if f("out") else None,
-            "error": f("err") or None,
-            "uncertain": f("unc") == "1",
-            "compensation": compensation,  # type: ignore[typeddict-item]
-        })
+            compensation = {
+                "status": f("cst"),
+                "attempts": int(f("catt") or 0),
+                "error": f("cerr") or None,
+            }
+        steps.append(
+            {
+                "name": f("name"),
+                "status": f("st"),
+                "attempts": int(f("att") or 0),
+                "started_at": _iso(f("t0")),
+                "finished_at": _iso(f("t1")),
+                "output": json.loads(f("out")) if f("out") else None,
+                "error": f("err") or None,
+                "uncertain": f("unc") == "1",
+                "compensation": compensation,  # type: ignore[typeddict-item]
+            }
+        )
     cur = int(h.get("cur") or -1)
     return {
         "saga_id": h["id"],

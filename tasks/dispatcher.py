@@ -17,15 +17,15 @@ class CeleryDispatcher:
     def run_steps(self, saga_id: str, indexes: Sequence[int], correlation_id: str) -> None:
         from tasks.steps import on_step_error, run_step
 
-        self._send([run_step.si(saga_id, i, correlation_id) for i in indexes],
-                   on_step_error.s())
+        self._send([run_step.si(saga_id, i, correlation_id) for i in indexes], on_step_error.s())
 
-    def run_compensations(self, saga_id: str, indexes: Sequence[int],
-                          correlation_id: str) -> None:
+    def run_compensations(self, saga_id: str, indexes: Sequence[int], correlation_id: str) -> None:
         from tasks.steps import on_compensation_error, run_compensation
 
-        self._send([run_compensation.si(saga_id, i, correlation_id) for i in indexes],
-                   on_compensation_error.s())
+        self._send(
+            [run_compensation.si(saga_id, i, correlation_id) for i in indexes],
+            on_compensation_error.s(),
+        )
 
     def _send(self, signatures: list[Signature], errback: Signature) -> None:
         if not signatures:

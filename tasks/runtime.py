@@ -1,15 +1,17 @@
-"""The engine of this worker process, built lazily after fork from the environment."""
+"""The engine of this worker process, built lazily after fork, and the worker's logging."""
 
 from __future__ import annotations
 
+import logging
 import os
+from typing import Any
 
 import redis
-from celery import signals
+from celery import Task, signals
 
 from sagas.actions import ActionExecutor
 from sagas.engine import SagaEngine
-from sagas.log import configure_logging
+from sagas.log import configure_logging, pop, push
 from sagas.registry import load_task_modules
 from sagas.settings import Settings
 from sagas.store import RedisStore
@@ -24,11 +26,13 @@ def build_engine(settings: Settings) -> SagaEngine:
     load_task_modules(settings.task_modules)
     client = redis.Redis.from_url(settings.redis_url, decode_responses=True)
     store = RedisStore(client, settings.key_prefix, settings.history_limit)
-    return SagaEngine(store, CeleryDispatcher(settings.queue), ActionExecutor(settings.services),
-                      settings)
+    return SagaEngine(
+        store, CeleryDispatcher(settings.queue), ActionExecutor(settings.services), settings
+    )
 
 
 def engine() -> SagaEngine:
+    """This process's engine (a forked pool child builds its own connections)."""
     global _engine, _pid
     if _engine is None or _pid != os.getpid():
         _engine, _pid = build_engine(Settings.from_env()), os.getpid()
@@ -36,12 +40,25 @@ def engine() -> SagaEngine:
 
 
 @signals.setup_logging.connect
-def _setup_logging(loglevel: str | int | None = None, **_: object) -> None:
-    configure_logging(str(loglevel or "INFO") if not isinstance(loglevel, int)
-                      else _level_name(loglevel))
+def _setup_logging(loglevel: str | int | None = None, **_: Any) -> None:
+    level = logging.getLevelName(loglevel) if isinstance(loglevel, int) else loglevel
+    configure_logging(str(level or "INFO"))
 
 
-def _level_name(level: int) -> str:
-    import logging
+# Every saga task takes (saga_id, index, correlation_id): bind them to the log context for
+# the whole execution, so that Celery's own lines (succeeded, retry, failed) and the errback,
+# which runs inline, carry the correlation id too.
+_log_tokens: dict[str, Any] = {}
 
-    return logging.getLevelName(level)
+
+@signals.task_prerun.connect
+def _bind_log_context(task_id: str, task: Task, args: Any, **_: Any) -> None:
+    if task.name.startswith("saga.") and len(args) == 3:
+        _log_tokens[task_id] = push(saga_id=args[0], correlation_id=args[2], task_id=task_id)
+
+
+@signals.task_postrun.connect
+def _unbind_log_context(task_id: str, **_: Any) -> None:
+    token = _log_tokens.pop(task_id, None)
+    if token is not None:
+        pop(token)

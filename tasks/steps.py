@@ -2,12 +2,12 @@
 
 A task is a thin wrapper: it calls the engine and turns its answer into Celery terms
 (continue, stop the chain, retry later). Errbacks run inline in the worker that ran the
-failed task: they only record the failure and enqueue the compensation.
+failed task: they only record the failure and enqueue the compensation. Every task takes
+(saga_id, step index, correlation id); `tasks.runtime` binds them to the log context.
 """
 
 from __future__ import annotations
 
-import logging
 from typing import Any
 
 from celery import Task, shared_task
@@ -16,15 +16,16 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from sagas.engine import Continue, Outcome, Retry
 from sagas.errors import CompensationFailed, StepFailed
-from sagas.log import bound
 from tasks.runtime import engine
 
-log = logging.getLogger("tasks.steps")
-
 # Redis unreachable mid-task: retry the whole execution later (the step is idempotent).
-INFRA_ERRORS = (RedisConnectionError, RedisTimeoutError)
-INFRA_RETRY = {"autoretry_for": INFRA_ERRORS, "retry_backoff": 1, "retry_backoff_max": 60,
-               "retry_jitter": True, "max_retries": 100}
+INFRA_RETRY: dict[str, Any] = {
+    "autoretry_for": (RedisConnectionError, RedisTimeoutError),
+    "retry_backoff": 1,
+    "retry_backoff_max": 60,
+    "retry_jitter": True,
+    "max_retries": 100,
+}
 
 
 def _follow(task: Task, outcome: Outcome) -> None:
@@ -36,26 +37,21 @@ def _follow(task: Task, outcome: Outcome) -> None:
 
 @shared_task(bind=True, name="saga.step", throws=(StepFailed,), **INFRA_RETRY)
 def run_step(self: Task, saga_id: str, index: int, correlation_id: str) -> None:
-    with bound(saga_id=saga_id, correlation_id=correlation_id, task_id=self.request.id):
-        _follow(self, engine().run_step(saga_id, index, self.request.id))
+    _follow(self, engine().run_step(saga_id, index, self.request.id))
 
 
-@shared_task(bind=True, name="saga.compensation", throws=(CompensationFailed,),
-             **INFRA_RETRY)
+@shared_task(bind=True, name="saga.compensation", throws=(CompensationFailed,), **INFRA_RETRY)
 def run_compensation(self: Task, saga_id: str, index: int, correlation_id: str) -> None:
-    with bound(saga_id=saga_id, correlation_id=correlation_id, task_id=self.request.id):
-        _follow(self, engine().run_compensation(saga_id, index, self.request.id))
+    _follow(self, engine().run_compensation(saga_id, index, self.request.id))
 
 
 @shared_task(name="saga.step_error")
 def on_step_error(request: Any, exc: BaseException, traceback: Any) -> None:
-    saga_id, index, correlation_id = request.args
-    with bound(saga_id=saga_id, correlation_id=correlation_id):
-        engine().step_failed(saga_id, int(index), request.id, exc)
+    saga_id, index, _ = request.args
+    engine().step_failed(saga_id, int(index), request.id, exc)
 
 
 @shared_task(name="saga.compensation_error")
 def on_compensation_error(request: Any, exc: BaseException, traceback: Any) -> None:
-    saga_id, index, correlation_id = request.args
-    with bound(saga_id=saga_id, correlation_id=correlation_id):
-        engine().compensation_failed(saga_id, int(index), request.id, exc)
+    saga_id, index, _ = request.args
+    engine().compensation_failed(saga_id, int(index), request.id, exc)

@@ -42,9 +42,22 @@ def start_redis_server(workdir: Path, *extra: str) -> tuple[subprocess.Popen[byt
     port = free_port()
     workdir.mkdir(parents=True, exist_ok=True)
     proc = subprocess.Popen(
-        [binary, "--port", str(port), "--bind", "127.0.0.1", "--dir", str(workdir),
-         "--save", "", "--maxmemory-policy", "noeviction", *extra],
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        [
+            binary,
+            "--port",
+            str(port),
+            "--bind",
+            "127.0.0.1",
+            "--dir",
+            str(workdir),
+            "--save",
+            "",
+            "--maxmemory-policy",
+            "noeviction",
+            *extra,
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
     )
     url = f"redis://127.0.0.1:{port}/0"
     deadline = time.time() + 10
@@ -96,8 +109,7 @@ def service_env(redis_url: str, prefix: str, stub: StubService) -> dict[str, str
         "REDIS_URL": redis_url,
         "SAGA_KEY_PREFIX": prefix,
         "SAGA_QUEUE": f"{prefix}sagas",
-        "SAGA_SERVICES": json.dumps({"svc": stub.url, "inventory": stub.url,
-                                     "payments": stub.url}),
+        "SAGA_SERVICES": json.dumps({"svc": stub.url, "inventory": stub.url, "payments": stub.url}),
         "SAGA_TASK_MODULES": "tests.registered_tasks",
         "SAGA_RETRY_BACKOFF_SECONDS": "0.05",
         "SAGA_RETRY_MAX_BACKOFF_SECONDS": "0.2",
@@ -132,11 +144,30 @@ class Worker:
 
     def _spawn(self, log: Any) -> subprocess.Popen[bytes]:
         return subprocess.Popen(
-            [sys.executable, "-m", "celery", "-A", "wsgi:celery_app", "worker",
-             "-Q", self.env["SAGA_QUEUE"], "-P", "prefork", "-c", str(self.concurrency),
-             "--without-gossip", "--without-mingle", "--loglevel", "INFO",
-             "-n", f"test-{uuid.uuid4().hex[:6]}@%h"],
-            cwd=ROOT, env=self.env, stdout=log, stderr=subprocess.STDOUT,
+            [
+                sys.executable,
+                "-m",
+                "celery",
+                "-A",
+                "wsgi:celery_app",
+                "worker",
+                "-Q",
+                self.env["SAGA_QUEUE"],
+                "-P",
+                "prefork",
+                "-c",
+                str(self.concurrency),
+                "--without-gossip",
+                "--without-mingle",
+                "--loglevel",
+                "INFO",
+                "-n",
+                f"test-{uuid.uuid4().hex[:6]}@%h",
+            ],
+            cwd=ROOT,
+            env=self.env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
         )
 
     def stop(self) -> None:
@@ -149,11 +180,19 @@ class Worker:
 
 
 @pytest.fixture(scope="session")
-def worker(service_env: dict[str, str], tmp_path_factory: pytest.TempPathFactory
-           ) -> Iterator[Worker]:
+def worker(
+    service_env: dict[str, str], tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[Worker]:
     w = Worker(service_env, tmp_path_factory.mktemp("worker") / "worker.log").start()
     yield w
     w.stop()
+    # Celery swallows an errback's exception after logging it: that is a lost failure record.
+    swallowed = [
+        line
+        for line in w.log_path.read_text().splitlines()
+        if "Errback" in line and "raised an exception" in line
+    ]
+    assert not swallowed, swallowed[:3]
 
 
 @pytest.fixture(scope="session")
@@ -177,8 +216,9 @@ def run(engine: Any, worker: Worker) -> Any:
     return run_saga
 
 
-def wait_final(engine: Any, saga_id: str, timeout: float = 30,
-               statuses: set[str] = FINAL) -> dict[str, Any]:
+def wait_final(
+    engine: Any, saga_id: str, timeout: float = 30, statuses: set[str] = FINAL
+) -> dict[str, Any]:
     deadline = time.time() + timeout
     while True:
         saga = engine.get(saga_id)

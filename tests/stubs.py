@@ -61,9 +61,16 @@ class StubService:
         request = Request(environ)
         body = request.get_json(silent=True) if request.data else None
         status, answer = self._behave(request, body)
-        call = Call(request.method, request.full_path.rstrip("?"),
-                    request.headers.get("Idempotency-Key"), request.headers.get("X-Saga-Id"),
-                    request.headers.get("X-Correlation-Id"), body, status, time.time())
+        call = Call(
+            request.method,
+            request.full_path.rstrip("?"),
+            request.headers.get("Idempotency-Key"),
+            request.headers.get("X-Saga-Id"),
+            request.headers.get("X-Correlation-Id"),
+            body,
+            status,
+            time.time(),
+        )
         with self._lock:
             self.ledger.append(call)
         response = Response(json.dumps(answer), status=status, mimetype="application/json")
