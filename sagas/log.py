@@ -47,7 +47,7 @@ class ContextFilter(logging.Filter):
         return True
 
 
-def configure_logging(level: str = "INFO") -> None:
+def configure_logging(level: str = "INFO", *filters: logging.Filter) -> None:
     """JSON lines on stderr for the root logger; calling it again changes nothing."""
     root = logging.getLogger()
     if any(getattr(h, "_saga_json", False) for h in root.handlers):
@@ -60,6 +60,8 @@ def configure_logging(level: str = "INFO") -> None:
         )
     )
     handler.addFilter(ContextFilter())
+    for extra in filters:
+        handler.addFilter(extra)
     handler._saga_json = True  # type: ignore[attr-defined]
     root.handlers[:] = [handler]
     root.setLevel(level)

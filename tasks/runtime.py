@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ast
 import logging
 import os
 from typing import Any
@@ -42,7 +43,27 @@ def engine() -> SagaEngine:
 @signals.setup_logging.connect
 def _setup_logging(loglevel: str | int | None = None, **_: Any) -> None:
     level = logging.getLevelName(loglevel) if isinstance(loglevel, int) else loglevel
-    configure_logging(str(level or "INFO"))
+    configure_logging(str(level or "INFO"), ReceivedTaskFilter())
+
+
+class ReceivedTaskFilter(logging.Filter):
+    """Celery logs "Task ... received" in the worker's main process, outside any task: take
+    the saga and correlation ids from the task's logged arguments."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        data = getattr(record, "data", None)
+        if (
+            isinstance(data, dict)
+            and str(data.get("name", "")).startswith("saga.")
+            and not hasattr(record, "correlation_id")
+        ):
+            try:
+                args = ast.literal_eval(str(data.get("args", "")))
+            except (ValueError, SyntaxError):
+                return True
+            if isinstance(args, list | tuple) and len(args) == 3:
+                record.saga_id, record.correlation_id = args[0], args[2]
+        return True
 
 
 # Every saga task takes (saga_id, index, correlation_id): bind them to the log context for
