@@ -117,14 +117,3 @@ def _services(env: Mapping[str, str]) -> dict[str, str]:
             raise ConfigurationError(f"service {name!r}: a base URL has no query or fragment")
         services[name] = str(base).rstrip("/")
     return services
-
-
-def redact_url(url: str) -> str:
-    """The URL with any password replaced, for logs."""
-    parts = urlsplit(url)
-    if not parts.password:
-        return url
-    netloc = f"{parts.username or ''}:***@{parts.hostname}" + (
-        f":{parts.port}" if parts.port else ""
-    )
-    return urlunsplit((parts.scheme, netloc, parts.path, parts.query, parts.fragment))

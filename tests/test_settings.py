@@ -1,0 +1,54 @@
+"""Configuration from the environment: CONTRACT.md names and defaults, clear errors."""
+
+from __future__ import annotations
+
+import pytest
+
+from sagas.errors import ConfigurationError
+from sagas.settings import Settings
+
+
+def test_defaults_follow_the_contract() -> None:
+    """With an empty environment the seed's defaults apply, seed services included."""
+    s = Settings.from_env({})
+    assert s.redis_url == "redis://localhost:6379/0"
+    assert (s.saga_timeout_seconds, s.step_timeout_seconds, s.retry_attempts) == (3600, 300, 3)
+    assert (s.compensation_timeout_seconds, s.max_concurrent_sagas) == (600, 100)
+    assert (s.sweep_interval_seconds, s.retention_seconds) == (5, 604800)
+    assert s.services == {
+        "auth": "http://platform-services:8007",
+        "airtable": "http://airtable-gateway:8002",
+        "notification": "http://automation-services:8006",
+    }
+
+
+def test_services_and_password_from_environment() -> None:
+    """SAGA_SERVICES adds services; REDIS_PASSWORD goes into the URL, percent-encoded."""
+    s = Settings.from_env(
+        {
+            "SAGA_SERVICES": '{"inventory": "http://inv:80/api/"}',
+            "AUTH_SERVICE_URL": "https://auth.internal",
+            "REDIS_URL": "redis://cache:6380/3",
+            "REDIS_PASSWORD": "p@ss",
+        }
+    )
+    assert s.services["inventory"] == "http://inv:80/api"
+    assert s.services["auth"] == "https://auth.internal"
+    assert s.redis_url == "redis://:p%40ss@cache:6380/3"
+
+
+@pytest.mark.parametrize(
+    ("env", "names"),
+    [
+        ({"SAGA_TIMEOUT_SECONDS": "soon"}, "SAGA_TIMEOUT_SECONDS"),
+        ({"SAGA_RETRY_ATTEMPTS": "0"}, "SAGA_RETRY_ATTEMPTS"),
+        ({"SAGA_SERVICES": "{not json"}, "SAGA_SERVICES"),
+        ({"SAGA_SERVICES": "[]"}, "SAGA_SERVICES"),
+        ({"SAGA_SERVICES": '{"x": "ftp://x"}'}, "'x'"),
+        ({"REDIS_URL": "http://redis"}, "REDIS_URL"),
+    ],
+)
+def test_invalid_environment_names_the_variable(env: dict[str, str], names: str) -> None:
+    """A wrong variable stops start-up with an error that names it."""
+    with pytest.raises(ConfigurationError, match=names):
+        Settings.from_env(env)
