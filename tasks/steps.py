@@ -19,7 +19,10 @@ from sagas.errors import CompensationFailed, StepFailed
 from tasks.runtime import engine
 
 # Redis unreachable mid-task: retry the whole execution later (the step is idempotent).
+# default_retry_delay is what `task_retry_on_worker_lost` waits after a killed worker before
+# the re-run (Celery's default is 180 s); our own retries always pass a countdown.
 INFRA_RETRY: dict[str, Any] = {
+    "default_retry_delay": 1,
     "autoretry_for": (RedisConnectionError, RedisTimeoutError),
     "retry_backoff": 1,
     "retry_backoff_max": 60,

@@ -22,8 +22,10 @@ from werkzeug.serving import make_server
 from werkzeug.wrappers import Request, Response
 
 
-@dataclass(frozen=True)
+@dataclass
 class Call:
+    """One request, recorded on arrival; `status` is filled in once answered (0 until then)."""
+
     method: str
     path: str
     idempotency_key: str | None
@@ -60,7 +62,6 @@ class StubService:
     def _wsgi(self, environ: dict[str, Any], start_response: Any) -> Any:
         request = Request(environ)
         body = request.get_json(silent=True) if request.data else None
-        status, answer = self._behave(request, body)
         call = Call(
             request.method,
             request.full_path.rstrip("?"),
@@ -68,12 +69,13 @@ class StubService:
             request.headers.get("X-Saga-Id"),
             request.headers.get("X-Correlation-Id"),
             body,
-            status,
+            0,
             time.time(),
         )
         with self._lock:
             self.ledger.append(call)
-        response = Response(json.dumps(answer), status=status, mimetype="application/json")
+        call.status, answer = self._behave(request, body)
+        response = Response(json.dumps(answer), status=call.status, mimetype="application/json")
         return response(environ, start_response)
 
     def _behave(self, request: Request, body: Any) -> tuple[int, dict[str, Any]]:

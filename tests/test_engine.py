@@ -376,3 +376,38 @@ def test_manual_compensation_racing_the_last_step(
             undone = [c for c in calls if c.path == f"/ok/undo/{name}"]
             assert len(acted) <= 1
             assert len(undone) == len(acted), (name, saga)
+
+
+def test_killed_worker_mid_step_re_runs_the_step_under_the_same_key(
+    engine: Any, worker: Any, stub: StubService
+) -> None:
+    """SIGKILL of the pool process running a step: the step runs again with the same
+    idempotency key, its first attempt counted, and the saga completes."""
+    import os
+    import signal
+    import subprocess
+
+    saga = engine.start(
+        {
+            "saga_type": "killed",
+            "steps": [step("a", "/ok/a"), step("b", "/slow/1.5/b"), step("c", "/ok/c")],
+        }
+    )
+    sid = saga["saga_id"]
+    deadline = time.time() + 10
+    while not [c for c in stub.ledger if c.saga_id == sid and c.path == "/slow/1.5/b"]:
+        assert time.time() < deadline, "step b never started"
+        time.sleep(0.01)
+    children = subprocess.run(
+        ["pgrep", "-P", str(worker.proc.pid)], capture_output=True, text=True
+    ).stdout.split()
+    assert children
+    for pid in children:
+        os.kill(int(pid), signal.SIGKILL)
+    saga = wait_final(engine, sid, timeout=30)
+    assert saga["status"] == "COMPLETED"
+    assert saga["steps"][1]["attempts"] == 2, engine.store.history(sid)
+    b_calls = [c for c in stub.calls(sid) if c.path == "/slow/1.5/b"]
+    assert len(b_calls) == 2
+    assert {c.idempotency_key for c in b_calls} == {f"{sid}:b:action"}
+    assert [c.path for c in stub.calls(sid)].count("/ok/c") == 1
