@@ -30,7 +30,7 @@ from sagas.log import bound
 from sagas.model import SagaRecord
 from sagas.registry import TaskContext
 from sagas.settings import Settings
-from sagas.store import Grant, RedisStore, Reply
+from sagas.store import Grant, RedisStore, Reply, dumps
 
 log = logging.getLogger("sagas.engine")
 
@@ -134,7 +134,7 @@ class SagaEngine:
         with bound(saga_id=saga_id, correlation_id=record["correlation_id"]):
             log.info("compensation requested", extra={"reason": reason, "answer": reply.code})
             self._dispatch_compensation(saga_id, reply, record["correlation_id"])
-        return self.store.get(saga_id)
+        return record
 
     # --- steps -------------------------------------------------------------------------
     def run_step(self, saga_id: str, index: int, lease: str) -> Outcome:
@@ -178,7 +178,9 @@ class SagaEngine:
                 output = self.executor.run(spec, ctx, grant.remaining_ms / 1000)
             except StepError as exc:
                 return self._step_attempt_failed(saga_id, index, lease, step, grant, exc)
-            answer = self.store.step_complete(saga_id, index, lease, grant.attempt, output)
+            answer = self.store.step_complete(
+                saga_id, index, lease, grant.attempt, self._encode_output(output)
+            )
             log.info("step completed", extra={"answer": answer.code})
             if answer.code == "next":
                 return Continue()
@@ -231,7 +233,9 @@ class SagaEngine:
             return Stop("stale")
         return Retry(countdown, exc.message)
 
-    def step_failed(self, saga_id: str, index: int, lease: str, exc: BaseException) -> None:
+    def step_failed(
+        self, saga_id: str, index: int, lease: str, correlation_id: str, exc: BaseException
+    ) -> None:
         """Errback of the step chain: record the failure and enqueue the compensation."""
         if isinstance(exc, StepFailed):
             message, uncertain, reason = exc.message, exc.uncertain, exc.reason
@@ -240,16 +244,10 @@ class SagaEngine:
         else:  # a bug or an infrastructure error mid-step: the call may have happened
             message, uncertain, reason = f"{type(exc).__name__}: {exc}", True, "error"
         answer = self.store.step_fail(saga_id, index, lease, message, uncertain, reason)
-        record = self.store.get(saga_id)
-        with bound(
-            saga_id=saga_id,
-            correlation_id=record["correlation_id"],
-            step=record["steps"][index]["name"],
-        ):
-            log.warning(
-                "step failed: %s", message, extra={"uncertain": uncertain, "answer": answer.code}
-            )
-            self._dispatch_compensation(saga_id, answer, record["correlation_id"])
+        log.warning(
+            "step failed: %s", message, extra={"uncertain": uncertain, "answer": answer.code}
+        )
+        self._dispatch_compensation(saga_id, answer, correlation_id)
 
     # --- compensations -----------------------------------------------------------------
     def run_compensation(self, saga_id: str, index: int, lease: str) -> Outcome:
@@ -317,6 +315,15 @@ class SagaEngine:
         )
 
     # --- helpers -----------------------------------------------------------------------
+    def _encode_output(self, output: Any) -> str:
+        """The output as stored JSON; one above SAGA_MAX_OUTPUT_BYTES is replaced by a stub
+        saying so (the step did take effect, so it still completes)."""
+        encoded = dumps(output)
+        if len(encoded) > self.settings.max_output_bytes:
+            log.warning("step output of %d bytes replaced by a stub", len(encoded))
+            encoded = dumps({"truncated": True, "size_bytes": len(encoded)})
+        return encoded
+
     def _dispatch_compensation(self, saga_id: str, reply: Reply, correlation_id: str) -> None:
         if reply.code == "compensate" and reply.values:
             self.dispatcher.run_compensations(

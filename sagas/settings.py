@@ -36,10 +36,24 @@ class Settings:
     retention_seconds: int = 604800
     max_steps: int = 50
     max_payload_bytes: int = 256 * 1024
+    max_output_bytes: int = 256 * 1024  # a larger step output is stored as a stub
     history_limit: int = 500  # entries kept per saga
     services: Mapping[str, str] = field(default_factory=dict)
     task_modules: tuple[str, ...] = ()
     visibility_timeout_seconds: int = 3600
+
+    def __post_init__(self) -> None:
+        # A task still running when the broker's visibility timeout passes is delivered a
+        # second time (NOTES.md): every step and every retry countdown must end before it.
+        vt = self.visibility_timeout_seconds
+        for name, value in (
+            ("SAGA_STEP_TIMEOUT_SECONDS", self.step_timeout_seconds),
+            ("SAGA_RETRY_MAX_BACKOFF_SECONDS", self.retry_max_backoff_seconds),
+        ):
+            if value >= vt:
+                raise ConfigurationError(
+                    f"{name}={value:g} must be below SAGA_VISIBILITY_TIMEOUT_SECONDS={vt}"
+                )
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
@@ -60,6 +74,7 @@ class Settings:
             retention_seconds=int(_number(env, "SAGA_RETENTION_SECONDS", 604800)),
             max_steps=int(_number(env, "SAGA_MAX_STEPS", 50, minimum=1)),
             max_payload_bytes=int(_number(env, "SAGA_MAX_PAYLOAD_BYTES", 256 * 1024)),
+            max_output_bytes=int(_number(env, "SAGA_MAX_OUTPUT_BYTES", 256 * 1024)),
             services=_services(env),
             task_modules=tuple(
                 m.strip() for m in env.get("SAGA_TASK_MODULES", "").split(",") if m.strip()

@@ -118,8 +118,8 @@ class RedisStore:
             saga_id,
             definition.saga_type,
             correlation_id,
-            _dumps(definition.payload),
-            _dumps([s.to_json() for s in definition.steps]),
+            dumps(definition.payload),
+            dumps([s.to_json() for s in definition.steps]),
             int(definition.timeout_seconds * 1000),
         ]
         for step in definition.steps:
@@ -147,11 +147,12 @@ class RedisStore:
         return self._run("step_retry", saga_id, [index, lease, attempt, error, _flag(uncertain)])
 
     def step_complete(
-        self, saga_id: str, index: int, lease: str, attempt: int, output: Any
+        self, saga_id: str, index: int, lease: str, attempt: int, output_json: str
     ) -> Reply:
-        """Record success; only the execution holding the step's fence is accepted, once."""
+        """Record success (`output_json` already encoded); only the execution holding the
+        step's fence is accepted, once."""
         return self._run(
-            "step_complete", saga_id, [index, lease, attempt, _dumps(output), uuid.uuid4().hex]
+            "step_complete", saga_id, [index, lease, attempt, output_json, uuid.uuid4().hex]
         )
 
     def step_fail(
@@ -273,7 +274,8 @@ def _flag(value: bool) -> str:
     return "1" if value else "0"
 
 
-def _dumps(value: Any) -> str:
+def dumps(value: Any) -> str:
+    """Compact JSON, as stored."""
     return json.dumps(value, separators=(",", ":"))
 
 

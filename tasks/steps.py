@@ -50,8 +50,8 @@ def run_compensation(self: Task, saga_id: str, index: int, correlation_id: str) 
 
 @shared_task(name="saga.step_error")
 def on_step_error(request: Any, exc: BaseException, traceback: Any) -> None:
-    saga_id, index, _ = request.args
-    engine().step_failed(saga_id, int(index), request.id, exc)
+    saga_id, index, correlation_id = request.args
+    engine().step_failed(saga_id, int(index), request.id, correlation_id, exc)
 
 
 @shared_task(name="saga.compensation_error")

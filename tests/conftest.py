@@ -115,6 +115,7 @@ def service_env(redis_url: str, prefix: str, stub: StubService) -> dict[str, str
         "SAGA_RETRY_MAX_BACKOFF_SECONDS": "0.2",
         "COMPENSATION_TIMEOUT_SECONDS": "3",
         "SAGA_STEP_TIMEOUT_SECONDS": "20",
+        "SAGA_MAX_OUTPUT_BYTES": "4096",
     }
     os.environ.update(env)  # the test process builds its own engine from the same settings
     return env

@@ -150,6 +150,13 @@ CASES = [
     ),
     ("steps.0.timeout_seconds", 7200, errors.InvalidTimeout, "steps[0].timeout_seconds"),
     ("steps.0.timeout_seconds", "30", errors.InvalidTimeout, "steps[0].timeout_seconds"),
+    ("steps.0.timeout_seconds", 3600, errors.InvalidTimeout, "steps[0].timeout_seconds"),
+    (
+        "steps.0.retry.max_backoff_seconds",
+        3600,
+        errors.InvalidRetry,
+        "steps[0].retry.max_backoff_seconds",
+    ),
     ("steps.0.retry", 3, errors.InvalidType, "steps[0].retry"),
     ("steps.0.retry.max_attempts", 0, errors.InvalidRetry, "steps[0].retry.max_attempts"),
     ("steps.0.retry.max_attempts", 2.5, errors.InvalidRetry, "steps[0].retry.max_attempts"),

@@ -304,6 +304,20 @@ def test_registered_tasks_run_as_steps(run: Any) -> None:
     assert saga["failure"]["message"] == "no quota"
 
 
+def test_oversized_output_is_stored_as_a_stub(run: Any) -> None:
+    """An output above SAGA_MAX_OUTPUT_BYTES completes the step with a stub saying so."""
+    saga = run(
+        {
+            "saga_type": "big",
+            "steps": [
+                {"name": "a", "action": {"task": "builtin.noop", "args": {"blob": "x" * 5000}}}
+            ],
+        }
+    )
+    assert saga["status"] == "COMPLETED"
+    assert saga["steps"][0]["output"] == {"truncated": True, "size_bytes": 5011}
+
+
 def test_manual_compensation_of_completed_saga(engine: Any, run: Any, stub: StubService) -> None:
     """Compensating a COMPLETED saga undoes every step; a second request is refused (409)."""
     from sagas.errors import InvalidTransition

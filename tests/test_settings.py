@@ -46,6 +46,15 @@ def test_services_and_password_from_environment() -> None:
         ({"SAGA_SERVICES": "[]"}, "SAGA_SERVICES"),
         ({"SAGA_SERVICES": '{"x": "ftp://x"}'}, "'x'"),
         ({"REDIS_URL": "http://redis"}, "REDIS_URL"),
+        ({"SAGA_STEP_TIMEOUT_SECONDS": "4000"}, "SAGA_STEP_TIMEOUT_SECONDS=4000 must be below"),
+        (
+            {
+                "SAGA_VISIBILITY_TIMEOUT_SECONDS": "60",
+                "SAGA_STEP_TIMEOUT_SECONDS": "30",
+                "SAGA_RETRY_MAX_BACKOFF_SECONDS": "90",
+            },
+            "SAGA_RETRY_MAX_BACKOFF_SECONDS",
+        ),
     ],
 )
 def test_invalid_environment_names_the_variable(env: dict[str, str], names: str) -> None:

@@ -12,7 +12,7 @@ import redis
 
 from sagas.definition import parse_definition
 from sagas.settings import Settings
-from sagas.store import RedisStore
+from sagas.store import RedisStore, dumps
 
 SETTINGS = Settings(services={"svc": "http://127.0.0.1:9"})
 
@@ -78,7 +78,7 @@ def test_step_result_delivered_twice_is_applied_once(store: RedisStore) -> None:
         assert store.step_begin(saga_id, 0, "lease").code == "run"
         answers = at_once(
             *[
-                (lambda k=k, s=saga_id: store.step_complete(s, 0, "lease", 1, {"k": k}))
+                (lambda k=k, s=saga_id: store.step_complete(s, 0, "lease", 1, dumps({"k": k})))
                 for k in range(8)
             ]
         )
@@ -95,11 +95,11 @@ def test_stale_and_foreign_executions_are_refused(store: RedisStore) -> None:
     assert store.step_begin(saga_id, 0, "L2").code == "busy"
     assert store.step_begin(saga_id, 1, "L3").code == "stop"  # step 0 not done yet
     assert store.step_begin(saga_id, 0, "L1").values[0] == "2"  # redelivery: attempt 2
-    assert store.step_complete(saga_id, 0, "L1", 1, {}).code == "stale"
-    assert store.step_complete(saga_id, 0, "L1", 2, {}).code == "next"
+    assert store.step_complete(saga_id, 0, "L1", 1, "{}").code == "stale"
+    assert store.step_complete(saga_id, 0, "L1", 2, "{}").code == "next"
     assert store.get(saga_id)["steps"][0]["uncertain"] is False
     version = store.get(saga_id)["version"]
-    assert store.step_complete(saga_id, 0, "L1", 2, {}).code == "duplicate"
+    assert store.step_complete(saga_id, 0, "L1", 2, "{}").code == "duplicate"
     assert store.get(saga_id)["version"] == version  # a refused call writes nothing
 
 
@@ -120,10 +120,10 @@ def test_manual_compensation_racing_last_step_completion(store: RedisStore) -> N
     for _ in range(200):
         saga_id = new_saga(store)
         store.step_begin(saga_id, 0, "L0")
-        assert store.step_complete(saga_id, 0, "L0", 1, {"id": 1}).code == "next"
+        assert store.step_complete(saga_id, 0, "L0", 1, '{"id": 1}').code == "next"
         store.step_begin(saga_id, 1, "L1")
         done, asked = at_once(
-            lambda s=saga_id: store.step_complete(s, 1, "L1", 1, {"id": 2}),
+            lambda s=saga_id: store.step_complete(s, 1, "L1", 1, '{"id": 2}'),
             lambda s=saga_id: store.compensate(s, "race", None),
         )
         starters = [a for a in (done, asked) if a.code == "compensate"]
@@ -159,7 +159,7 @@ def test_indexes_and_history_follow_transitions(store: RedisStore) -> None:
     keys = store.keys
     assert store.redis.zscore(keys.status("RUNNING"), saga_id) is not None
     store.step_begin(saga_id, 0, "L")
-    store.step_complete(saga_id, 0, "L", 1, {})
+    store.step_complete(saga_id, 0, "L", 1, "{}")
     assert store.redis.zscore(keys.status("RUNNING"), saga_id) is None
     assert store.redis.zscore(keys.status("COMPLETED"), saga_id) is not None
     assert store.redis.zscore(keys.finished, saga_id) is not None
