@@ -13,6 +13,7 @@ import logging
 import random
 import uuid
 from collections.abc import Mapping, Sequence
+from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -163,13 +164,7 @@ class SagaEngine:
         grant = self.store.grant(reply)
         step = grant.definition[index]
         ctx = self._context(saga_id, step["name"], "action", grant)
-        with bound(
-            saga_id=saga_id,
-            correlation_id=grant.correlation_id,
-            step=step["name"],
-            phase="action",
-            attempt=grant.attempt,
-        ):
+        with _bound(ctx):
             try:
                 spec = _render(step["action"], saga_id, grant)
             except placeholders.MissingValue as exc:
@@ -266,13 +261,7 @@ class SagaEngine:
         grant = self.store.grant(reply)
         step = grant.definition[index]
         ctx = self._context(saga_id, step["name"], "compensation", grant)
-        with bound(
-            saga_id=saga_id,
-            correlation_id=grant.correlation_id,
-            step=step["name"],
-            phase="compensation",
-            attempt=grant.attempt,
-        ):
+        with _bound(ctx):
             try:
                 spec = _render(step["compensation"], saga_id, grant)
             except placeholders.MissingValue as exc:
@@ -340,6 +329,17 @@ class SagaEngine:
             idempotency_key=f"{saga_id}:{name}:{phase}",
             correlation_id=grant.correlation_id,
         )
+
+
+def _bound(ctx: TaskContext) -> AbstractContextManager[None]:
+    """Log context of one attempt."""
+    return bound(
+        saga_id=ctx.saga_id,
+        correlation_id=ctx.correlation_id,
+        step=ctx.step,
+        phase=ctx.phase,
+        attempt=ctx.attempt,
+    )
 
 
 def _render(action: Mapping[str, Any], saga_id: str, grant: Grant) -> dict[str, Any]:
