@@ -11,14 +11,30 @@ class ConfigurationError(SagaError):
     """The service's own configuration (environment) is invalid."""
 
 
-# --- invalid definitions: each kind names the offending field --------------------------------
-class InvalidDefinition(SagaError):
-    """A saga definition was rejected; `field` is a dotted path such as `steps[1].action.path`."""
+# --- rejected input: each error names the offending field ---------------------------------
+class ValidationFailed(SagaError):
+    """Input was rejected; `field` is a dotted path such as `steps[1].action.path` (HTTP 422)."""
 
     def __init__(self, field: str, message: str) -> None:
         super().__init__(f"{field}: {message}")
         self.field = field
         self.message = message
+
+
+class InvalidDefinition(ValidationFailed):
+    """A saga definition was rejected."""
+
+
+class InvalidPayload(ValidationFailed):
+    """A workflow's payload does not match its template's payload schema."""
+
+
+class UnknownWorkflow(SagaError):
+    """No predefined workflow (template) has this name (HTTP 404)."""
+
+    def __init__(self, name: str) -> None:
+        super().__init__(f"no workflow named {name!r}")
+        self.name = name
 
 
 class MissingField(InvalidDefinition):
