@@ -1,8 +1,25 @@
-"""Process entry points: `celery -A wsgi:celery_app worker` (the API app joins in issue 3)."""
+"""Process entry points: `gunicorn wsgi:app` (the API) and `celery -A wsgi:celery_app`.
+
+`app` is built on first access, so a Celery worker importing this module for `celery_app`
+does not build the API (nor need its API keys).
+"""
 
 from __future__ import annotations
 
-import tasks.runtime  # noqa: F401  (connects the logging signal before the worker starts)
+from typing import Any
+
+import tasks.runtime
 from tasks import create_celery_app
 
 celery_app = create_celery_app()
+
+
+def __getattr__(name: str) -> Any:
+    if name == "app":
+        from app import create_app
+        from sagas.settings import Settings
+
+        api = create_app(engine=tasks.runtime.build_engine(Settings.from_env()))
+        globals()["app"] = api
+        return api
+    raise AttributeError(name)

@@ -1,1 +1,87 @@
-"""The REST API (HTTP only). Its endpoints arrive with issue 3; see ../shared/CONTRACT.md."""
+"""The REST API of ../shared/CONTRACT.md (HTTP only: the engine in `sagas/` does the work)."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from typing import Any
+
+from flask import Flask, send_from_directory
+from flask.typing import ResponseReturnValue
+from prometheus_client import CollectorRegistry
+from prometheus_flask_exporter import PrometheusMetrics
+from prometheus_flask_exporter.multiprocess import GunicornInternalPrometheusMetrics
+from swagger_ui_bundle import swagger_ui_path
+
+from app import config as app_config
+from app.auth import init_auth
+from app.errors import register_error_handlers
+from app.extensions import api
+from sagas.engine import SagaEngine
+from sagas.log import configure_logging
+
+OPENAPI = {
+    "API_TITLE": "Saga Orchestrator",
+    "API_VERSION": "0.1.0",
+    "OPENAPI_VERSION": "3.0.3",
+    "OPENAPI_URL_PREFIX": "/",
+    "OPENAPI_JSON_PATH": "openapi.json",
+    "OPENAPI_SWAGGER_UI_PATH": "docs",
+    # Served from the swagger-ui-bundle package: /docs works without internet access.
+    "OPENAPI_SWAGGER_UI_URL": "/docs/static/",
+    "API_SPEC_OPTIONS": {
+        "info": {
+            "description": "Distributed transactions with compensation. Every endpoint "
+            "but GET /health/, /openapi.json and /docs needs an API key."
+        },
+        "security": [{"ApiKey": []}, {"Bearer": []}],
+        "components": {
+            "securitySchemes": {
+                "ApiKey": {"type": "apiKey", "in": "header", "name": "X-API-Key"},
+                "Bearer": {"type": "http", "scheme": "bearer"},
+            }
+        },
+    },
+}
+
+
+def create_app(config: Mapping[str, Any] | None = None, *, engine: SagaEngine) -> Flask:
+    """The API over `engine`: defaults, then the environment, then `config` (tests)."""
+    app = Flask(__name__)
+    app.config.update(OPENAPI)
+    app.config.update(app_config.from_env())
+    app.config.update(config or {})
+    app.extensions["saga_engine"] = engine
+    configure_logging(app.config.get("LOG_LEVEL", "INFO"))
+    init_auth(app)
+    register_extensions(app)
+    register_blueprints(app)
+    register_error_handlers(app)
+    register_docs_assets(app)
+    return app
+
+
+def register_extensions(app: Flask) -> None:
+    api.init_app(app)
+    options: dict[str, Any] = {"group_by": "url_rule", "path": None, "excluded_paths": ["/docs"]}
+    if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+        # Values go to files shared by the gunicorn workers; a scrape reads them all.
+        GunicornInternalPrometheusMetrics(app, **options)
+        app.extensions["http_metrics_registry"] = None
+    else:
+        registry = CollectorRegistry(auto_describe=True)  # one per app: tests build several
+        PrometheusMetrics(app, registry=registry, **options)
+        app.extensions["http_metrics_registry"] = registry
+
+
+def register_blueprints(app: Flask) -> None:
+    from app.blueprints import health, metrics, sagas, workflows
+
+    for module in (health, sagas, workflows, metrics):
+        api.register_blueprint(module.blp)
+
+
+def register_docs_assets(app: Flask) -> None:
+    @app.get("/docs/static/<path:filename>")
+    def swagger_assets(filename: str) -> ResponseReturnValue:
+        return send_from_directory(swagger_ui_path, filename)

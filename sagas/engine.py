@@ -22,16 +22,17 @@ from sagas.actions import ActionExecutor
 from sagas.definition import parse_definition
 from sagas.errors import (
     CompensationFailed,
+    IdempotencyConflict,
     InvalidTransition,
     SagaNotFound,
     StepError,
     StepFailed,
 )
 from sagas.log import bound
-from sagas.model import SagaRecord
+from sagas.model import SagaRecord, SagaStatus
 from sagas.registry import TaskContext
 from sagas.settings import Settings
-from sagas.store import Grant, RedisStore, Reply, dumps
+from sagas.store import Grant, Idempotency, ListQuery, RedisStore, Reply, dumps
 
 log = logging.getLogger("sagas.engine")
 
@@ -44,6 +45,14 @@ class Dispatcher(Protocol):
     def run_compensations(
         self, saga_id: str, indexes: Sequence[int], correlation_id: str
     ) -> None: ...
+
+
+@dataclass(frozen=True)
+class Started:
+    """The answer of `start`: the saga, and whether this call created it."""
+
+    saga: SagaRecord
+    created: bool
 
 
 @dataclass(frozen=True)
@@ -91,26 +100,89 @@ class SagaEngine:
         self.settings = settings
 
     # --- starting and reading --------------------------------------------------------
-    def start(self, data: Mapping[str, Any], saga_id: str | None = None) -> SagaRecord:
+    def start(
+        self,
+        data: Mapping[str, Any],
+        *,
+        idempotency: Idempotency | None = None,
+        saga_id: str | None = None,
+    ) -> Started:
         """Validate a definition, write the saga and enqueue its steps.
 
-        Raises `InvalidDefinition` (nothing written) for a bad definition.
+        Raises `InvalidDefinition` (nothing written) for a bad definition. With an
+        `idempotency` claim whose key was used before, nothing new starts: the first saga is
+        returned (`created` False), or `IdempotencyConflict` is raised when the key was used
+        for a different request.
         """
         definition = parse_definition(data, self.settings)
         saga_id = saga_id or str(uuid.uuid4())
         correlation_id = definition.correlation_id or saga_id
         with bound(saga_id=saga_id, correlation_id=correlation_id):
-            reply = self.store.create(saga_id, definition, correlation_id)
-            if reply.code == "created":
-                log.info(
-                    "saga started",
-                    extra={"saga_type": definition.saga_type, "steps": len(definition.steps)},
-                )
+            reply = self.store.create(saga_id, definition, correlation_id, idempotency)
+            if reply.code == "idempotent":
+                return Started(self.store.get(str(reply.values[0])), created=False)
+            if reply.code == "idempotency_conflict":
+                raise IdempotencyConflict(str(reply.values[0]))
+            log.info(
+                "saga started",
+                extra={"saga_type": definition.saga_type, "steps": len(definition.steps)},
+            )
             self.dispatcher.run_steps(saga_id, range(len(definition.steps)), correlation_id)
-        return self.store.get(saga_id)
+        return Started(self.store.get(saga_id), created=True)
+
+    def start_workflow(
+        self,
+        workflow: str,
+        payload: Mapping[str, Any],
+        correlation_id: str | None = None,
+        *,
+        idempotency: Idempotency | None = None,
+    ) -> Started:
+        """Start one of the predefined workflows (`sagas.templates`).
+
+        Raises `UnknownWorkflow`, `InvalidPayload`, or what `start` raises.
+        """
+        from sagas.templates import build_definition
+
+        return self.start(
+            build_definition(workflow, payload, correlation_id), idempotency=idempotency
+        )
 
     def get(self, saga_id: str) -> SagaRecord:
+        """The saga document; raises `SagaNotFound`."""
         return self.store.get(saga_id)
+
+    def history(self, saga_id: str) -> list[dict[str, Any]]:
+        """The saga's transitions, oldest first; raises `SagaNotFound`."""
+        self.store.get(saga_id)
+        return self.store.history(saga_id)
+
+    def find(self, query: ListQuery) -> tuple[int, list[SagaRecord]]:
+        """The total matching `query` and one page of sagas, newest first."""
+        return self.store.find(query)
+
+    def delete(self, saga_id: str) -> None:
+        """Delete a COMPLETED or COMPENSATED saga; raises `SagaNotFound` or
+        `InvalidTransition` (deleting any other would lose the record of work not undone)."""
+        reply = self.store.delete(saga_id)
+        if reply.code == "missing":
+            raise SagaNotFound(saga_id)
+        if reply.code == "conflict":
+            status = str(reply.values[0])
+            raise InvalidTransition(
+                saga_id,
+                status,
+                f"cannot delete a saga that is {status}: only COMPLETED or "
+                "COMPENSATED sagas can be deleted",
+            )
+
+    def counts(self) -> dict[str, int]:
+        """Sagas per status, now."""
+        return {status.value: self.store.count(status) for status in SagaStatus}
+
+    def stats(self) -> dict[str, int]:
+        """The counters the transitions keep (see docs/design.md)."""
+        return self.store.stats()
 
     def compensate(
         self,

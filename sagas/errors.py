@@ -106,6 +106,17 @@ class SagaNotFound(SagaError):
         self.saga_id = saga_id
 
 
+class IdempotencyConflict(SagaError):
+    """The Idempotency-Key was already used for a different request (HTTP 409)."""
+
+    def __init__(self, saga_id: str) -> None:
+        super().__init__(
+            "this Idempotency-Key was already used with a different request "
+            f"(it started saga {saga_id})"
+        )
+        self.saga_id = saga_id
+
+
 class InvalidTransition(SagaError):
     """The request conflicts with the saga's current status (HTTP 409)."""
 

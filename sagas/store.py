@@ -11,6 +11,7 @@ history and updates indexes and counters atomically, using Redis's clock.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import uuid
 from collections.abc import Sequence
@@ -25,7 +26,8 @@ from sagas.definition import SagaDefinition
 from sagas.errors import SagaNotFound
 from sagas.model import SagaRecord, SagaStatus, StepRecord
 
-SCRIPTS = (
+# Transitions share lua/lib.lua (prepended); the others stand alone.
+TRANSITIONS = (
     "create",
     "step_begin",
     "step_retry",
@@ -36,7 +38,11 @@ SCRIPTS = (
     "comp_retry",
     "comp_complete",
     "comp_fail",
+    "delete",
 )
+STANDALONE = ("list", "heartbeat", "workers_alive")
+# Upper bounds (seconds) of the saga duration histogram, counted by the transitions.
+DURATION_BUCKETS = (0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300, 900, 3600)
 
 
 @dataclass(frozen=True)
@@ -60,6 +66,28 @@ class Grant:
     outputs: dict[str, Any]  # step name -> output, for steps that have one
 
 
+@dataclass(frozen=True)
+class Idempotency:
+    """An Idempotency-Key claim: `scope` (the client, e.g. its API key), the client's `key`,
+    a `fingerprint` of the request (a different request under the same key is refused)."""
+
+    scope: str
+    key: str
+    fingerprint: str
+    ttl_seconds: int
+
+
+@dataclass(frozen=True)
+class ListQuery:
+    status: str | None = None
+    saga_type: str | None = None
+    correlation_id: str | None = None
+    created_after: int | None = None  # epoch ms, exclusive
+    created_before: int | None = None  # epoch ms, exclusive
+    page: int = 1
+    page_size: int = 50
+
+
 class Keys:
     """Every key name of the store, in one place."""
 
@@ -69,6 +97,7 @@ class Keys:
         self.stats = f"{prefix}stats"
         self.finished = f"{prefix}finished"
         self.all = f"{prefix}idx:all"
+        self.workers = f"{prefix}workers"
 
     def saga(self, saga_id: str) -> str:
         return f"{self.prefix}{{{saga_id}}}"
@@ -84,6 +113,14 @@ class Keys:
 
     def correlation(self, correlation_id: str) -> str:
         return f"{self.prefix}idx:corr:{correlation_id}"
+
+    def idempotency(self, scope: str, key: str) -> str:
+        """Idempotency-Key `key` of client `scope` (both hashed: no secret is stored)."""
+        digest = hashlib.sha256(f"{scope}\0{key}".encode()).hexdigest()[:32]
+        return f"{self.prefix}idem:{digest}"
+
+    def scratch(self) -> str:
+        return f"{self.prefix}tmp:{uuid.uuid4().hex}"
 
     def transition(self, saga_id: str) -> list[str]:
         """KEYS[1..11] shared by every transition script (documented in lua/lib.lua)."""
@@ -101,8 +138,15 @@ class RedisStore:
     def __init__(self, client: redis.Redis, prefix: str = "saga:", history_limit: int = 500):
         self.redis = client
         self.keys = Keys(prefix)
-        lib = _read("lib").replace("__HISTORY_LIMIT__", str(int(history_limit)))
-        self._scripts = {name: client.register_script(lib + "\n" + _read(name)) for name in SCRIPTS}
+        lib = (
+            _read("lib")
+            .replace("__HISTORY_LIMIT__", str(int(history_limit)))
+            .replace("__DURATION_BUCKETS__", ", ".join(f"{b:g}" for b in DURATION_BUCKETS))
+        )
+        self._scripts = {
+            **{name: client.register_script(lib + "\n" + _read(name)) for name in TRANSITIONS},
+            **{name: client.register_script(_read(name)) for name in STANDALONE},
+        }
 
     def _run(
         self, name: str, saga_id: str, args: Sequence[Any], extra_keys: Sequence[str] = ()
@@ -112,8 +156,16 @@ class RedisStore:
         return Reply(_text(raw[0]), [None if v is None else str(_text(v)) for v in raw[1:]])
 
     # --- transitions -------------------------------------------------------------------
-    def create(self, saga_id: str, definition: SagaDefinition, correlation_id: str) -> Reply:
-        """Write a new RUNNING saga; a repeat with the same id answers `exists`."""
+    def create(
+        self,
+        saga_id: str,
+        definition: SagaDefinition,
+        correlation_id: str,
+        idempotency: Idempotency | None = None,
+    ) -> Reply:
+        """Write a new RUNNING saga. A repeat with the same id answers `exists`; with an
+        `idempotency` claim, a key already used answers `idempotent` (same request) or
+        `idempotency_conflict` (another request), both with the saga id it points at."""
         args: list[Any] = [
             saga_id,
             definition.saga_type,
@@ -121,6 +173,8 @@ class RedisStore:
             dumps(definition.payload),
             dumps([s.to_json() for s in definition.steps]),
             int(definition.timeout_seconds * 1000),
+            idempotency.fingerprint if idempotency else "",
+            idempotency.ttl_seconds if idempotency else 0,
         ]
         for step in definition.steps:
             args += [
@@ -133,8 +187,23 @@ class RedisStore:
             self.keys.all,
             self.keys.saga_type(definition.saga_type),
             self.keys.correlation(correlation_id),
+            self.keys.idempotency(idempotency.scope, idempotency.key)
+            if idempotency
+            else self.keys.scratch(),
         ]
         return self._run("create", saga_id, args, extra)
+
+    def delete(self, saga_id: str) -> Reply:
+        """Delete a COMPLETED or COMPENSATED saga (`deleted`, `missing` or `conflict`)."""
+        saga_type, corr = self.redis.hmget(self.keys.saga(saga_id), "type", "corr")
+        if saga_type is None:
+            return Reply("missing", [])
+        extra = [
+            self.keys.all,
+            self.keys.saga_type(str(_text(saga_type))),
+            self.keys.correlation(str(_text(corr))),
+        ]
+        return self._run("delete", saga_id, [], extra)
 
     def step_begin(self, saga_id: str, index: int, lease: str) -> Reply:
         """Claim an attempt of step `index` for execution `lease`; see lua/step_begin.lua."""
@@ -179,6 +248,48 @@ class RedisStore:
         return self._run("comp_fail", saga_id, [index, lease, error])
 
     # --- reads -----------------------------------------------------------------------
+    def find(self, query: ListQuery) -> tuple[int, list[SagaRecord]]:
+        """The total matching `query` and its page of sagas, newest first, from the indexes
+        (no SCAN): one index is ranged directly, several are intersected."""
+        indexes = []
+        if query.status:
+            indexes.append(self.keys.status(query.status))
+        if query.saga_type:
+            indexes.append(self.keys.saga_type(query.saga_type))
+        if query.correlation_id:
+            indexes.append(self.keys.correlation(query.correlation_id))
+        if not indexes:
+            indexes.append(self.keys.all)
+        low = "-inf" if query.created_after is None else f"({query.created_after}"
+        high = "+inf" if query.created_before is None else f"({query.created_before}"
+        offset = (query.page - 1) * query.page_size
+        total, ids = self._scripts["list"](
+            keys=[*indexes, self.keys.scratch()], args=[low, high, offset, query.page_size]
+        )
+        pipe = self.redis.pipeline(transaction=False)
+        for saga_id in ids:
+            pipe.hgetall(self.keys.saga(_text(saga_id)))
+        records = [
+            _document({_text(k): _text(v) for k, v in raw.items()})
+            for raw in pipe.execute()
+            if raw  # deleted between the two calls
+        ]
+        return int(total), records
+
+    def count(self, status: str) -> int:
+        return int(self.redis.zcard(self.keys.status(status)))
+
+    def heartbeat(self, worker: str) -> None:
+        """Record that `worker` is alive now (Redis clock)."""
+        self._scripts["heartbeat"](keys=[self.keys.workers], args=[worker])
+
+    def workers_alive(self, within_seconds: float) -> list[str]:
+        """Workers that sent a heartbeat within the last `within_seconds`."""
+        names = self._scripts["workers_alive"](
+            keys=[self.keys.workers], args=[int(within_seconds * 1000)]
+        )
+        return [_text(n) for n in names]
+
     @staticmethod
     def grant(reply: Reply) -> Grant:
         """Decode the `run` answer of step_begin / comp_begin."""

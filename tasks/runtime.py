@@ -83,3 +83,12 @@ def _unbind_log_context(task_id: str, **_: Any) -> None:
     token = _log_tokens.pop(task_id, None)
     if token is not None:
         pop(token)
+
+
+@signals.heartbeat_sent.connect
+def _record_heartbeat(sender: Any, **_: Any) -> None:
+    """Every worker heartbeat (2 s) lands in Redis, where `GET /health/` reads it."""
+    try:
+        engine().store.heartbeat(sender.eventer.hostname)
+    except redis.RedisError as exc:  # never let a heartbeat break the worker's event loop
+        logging.getLogger("tasks.runtime").warning("heartbeat not recorded: %s", exc)

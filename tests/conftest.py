@@ -22,6 +22,7 @@ from typing import Any
 import pytest
 import redis
 
+from demo.services import DemoServices, start_in_threads
 from tests.stubs import StubService
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -103,7 +104,17 @@ def stub() -> Iterator[StubService]:
 
 
 @pytest.fixture(scope="session")
-def service_env(redis_url: str, prefix: str, stub: StubService) -> dict[str, str]:
+def demo() -> Iterator[DemoServices]:
+    """The demo auth, airtable and notification services, on free ports."""
+    services = start_in_threads(ports={"auth": 0, "airtable": 0, "notification": 0})
+    yield services
+    services.stop()
+
+
+@pytest.fixture(scope="session")
+def service_env(
+    redis_url: str, prefix: str, stub: StubService, demo: DemoServices
+) -> dict[str, str]:
     """The environment every component of this run shares (test process and worker)."""
     env = {
         "REDIS_URL": redis_url,
@@ -116,6 +127,9 @@ def service_env(redis_url: str, prefix: str, stub: StubService) -> dict[str, str
         "COMPENSATION_TIMEOUT_SECONDS": "3",
         "SAGA_STEP_TIMEOUT_SECONDS": "20",
         "SAGA_MAX_OUTPUT_BYTES": "4096",
+        "AUTH_SERVICE_URL": demo.urls["auth"],
+        "AIRTABLE_CONNECTOR_URL": demo.urls["airtable"],
+        "NOTIFICATION_SERVICE_URL": demo.urls["notification"],
     }
     os.environ.update(env)  # the test process builds its own engine from the same settings
     return env
@@ -211,7 +225,7 @@ def run(engine: Any, worker: Worker) -> Any:
     """Start a saga and wait for it to reach a final status; returns the document."""
 
     def run_saga(definition: dict[str, Any], timeout: float = 30) -> dict[str, Any]:
-        saga = engine.start(definition)
+        saga = engine.start(definition).saga
         return wait_final(engine, saga["saga_id"], timeout)
 
     return run_saga

@@ -350,7 +350,7 @@ def test_duplicate_chain_delivery_runs_each_step_once(
     """The whole chain delivered twice: every step's action is still called once."""
     saga = engine.start(
         {"saga_type": "dup", "steps": [step(n, f"/slow/0.05/{n}") for n in ("a", "b", "c")]}
-    )
+    ).saga
     sid = saga["saga_id"]
     engine.dispatcher.run_steps(sid, range(3), sid)
     saga = wait_final(engine, sid)
@@ -378,7 +378,7 @@ def test_manual_compensation_racing_the_last_step(
                     step("b", "/slow/0.1/b", undo="/ok/undo/b"),
                 ],
             }
-        )
+        ).saga
         sid = saga["saga_id"]
         time.sleep(rng.uniform(0, 0.25))
         engine.compensate(sid, "race")
@@ -406,7 +406,7 @@ def test_killed_worker_mid_step_re_runs_the_step_under_the_same_key(
             "saga_type": "killed",
             "steps": [step("a", "/ok/a"), step("b", "/slow/1.5/b"), step("c", "/ok/c")],
         }
-    )
+    ).saga
     sid = saga["saga_id"]
     deadline = time.time() + 10
     while not [c for c in stub.ledger if c.saga_id == sid and c.path == "/slow/1.5/b"]:

@@ -1,18 +1,30 @@
 -- Create a saga in RUNNING with every step PENDING.
 -- KEYS: common 1..11 (lib.lua), KEYS[12] idx:all, KEYS[13] idx:type:<type>,
---       KEYS[14] idx:corr:<correlation id>
+--       KEYS[14] idx:corr:<correlation id>, KEYS[15] idempotency key (hash: saga, fp)
 -- ARGV[1] saga id, ARGV[2] type, ARGV[3] correlation id, ARGV[4] payload JSON,
--- ARGV[5] definition JSON, ARGV[6] saga timeout ms, then per step 4 values:
+-- ARGV[5] definition JSON, ARGV[6] saga timeout ms, ARGV[7] request fingerprint ("" = no
+-- Idempotency-Key), ARGV[8] idempotency TTL seconds, then per step 4 values:
 -- name, has compensation ("1"/"0"), step timeout ms, max attempts.
--- Returns {"created", version} or {"exists", version} (a repeat of the same call is harmless).
+-- Returns {"created", version}, {"exists", version} (a repeat of the same call is harmless),
+-- {"idempotent", saga id} (the key was used before with the same request: that saga), or
+-- {"idempotency_conflict", saga id} (the key was used with a different request).
+-- Claiming the key and creating the saga are one step, so concurrent repeats of a request
+-- have exactly one winner and nobody can see a key that points at nothing.
+if ARGV[7] ~= '' then
+  local held = redis.call('HMGET', KEYS[15], 'saga', 'fp')
+  if held[1] then
+    if held[2] == ARGV[7] then return {'idempotent', held[1]} end
+    return {'idempotency_conflict', held[1]}
+  end
+end
 if redis.call('EXISTS', SAGA) == 1 then return {'exists', tonumber(get('ver'))} end
 local now = now_ms()
-local n = (#ARGV - 6) / 4
+local n = (#ARGV - 8) / 4
 redis.call('HSET', SAGA, 'id', ARGV[1], 'type', ARGV[2], 'corr', ARGV[3], 'payload', ARGV[4],
   'def', ARGV[5], 'n', n, 'created', now, 'updated', now, 'deadline', now + tonumber(ARGV[6]),
   'finished', '', 'failure', '', 'cfailure', '', 'cur', -1, 'ver', 0)
 for j = 0, n - 1 do
-  local base = 6 + j * 4
+  local base = 8 + j * 4
   sset(j, 'name', ARGV[base + 1], 'st', 'PENDING', 'att', 0, 'hc', ARGV[base + 2],
     'to', ARGV[base + 3], 'ma', ARGV[base + 4])
   if ARGV[base + 2] == '1' then sset(j, 'cst', 'PENDING', 'catt', 0) end
@@ -23,4 +35,8 @@ redis.call('ZADD', KEYS[13], now, ARGV[1])
 redis.call('ZADD', KEYS[14], now, ARGV[1])
 redis.call('ZADD', KEYS[3], now + tonumber(ARGV[6]), 'saga|' .. ARGV[1])
 stat('started|' .. ARGV[2])
+if ARGV[7] ~= '' then
+  redis.call('HSET', KEYS[15], 'saga', ARGV[1], 'fp', ARGV[7])
+  redis.call('EXPIRE', KEYS[15], ARGV[8])
+end
 return {'created', commit(now, 'created')}

@@ -16,6 +16,8 @@ local SAGA = KEYS[1]
 local STATUS_INDEX = {PENDING = 5, RUNNING = 6, COMPLETED = 7, COMPENSATING = 8,
                       COMPENSATED = 9, COMPENSATION_FAILED = 10}
 local HISTORY_LIMIT = __HISTORY_LIMIT__
+-- Upper bounds (seconds) of the saga duration histogram; cumulative, like Prometheus's.
+local DURATION_BUCKETS = {__DURATION_BUCKETS__}
 
 local function now_ms()
   local t = redis.call('TIME')
@@ -79,8 +81,12 @@ local function finish(now, status)
   clear_timers(tonumber(get('n')))
   redis.call('ZADD', KEYS[11], now, saga_id())
   stat('finished|' .. get('type') .. '|' .. status)
-  stat('duration_ms|' .. status, now - tonumber(get('created')))
+  local ms = now - tonumber(get('created'))
+  stat('duration_ms|' .. status, ms)
   stat('duration_count|' .. status)
+  for _, le in ipairs(DURATION_BUCKETS) do
+    if ms <= le * 1000 then stat('duration_bucket|' .. status .. '|' .. le) end
+  end
 end
 
 local function failure_json(step, reason, message)

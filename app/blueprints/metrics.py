@@ -1,0 +1,146 @@
+"""`GET /metrics` (JSON) and `GET /metrics/prometheus` (text exposition format).
+
+Saga figures come from the counters the Lua transitions keep in Redis, so they are right
+across every gunicorn and Celery process. HTTP request metrics come from
+prometheus-flask-exporter (multiprocess mode under gunicorn, see NOTES.md).
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Iterator
+from typing import Any
+
+from flask import Response, current_app
+from flask.views import MethodView
+from flask_smorest import Blueprint
+from marshmallow import fields
+from prometheus_client import CollectorRegistry, generate_latest
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily
+from prometheus_client.multiprocess import MultiProcessCollector
+
+from app.blueprints.sagas import engine
+from app.schemas import StrictSchema
+from sagas.engine import SagaEngine
+from sagas.store import DURATION_BUCKETS
+
+blp = Blueprint("metrics", __name__, url_prefix="/metrics", description="Metrics")
+
+
+def summary(counters: dict[str, int], counts: dict[str, int]) -> dict[str, Any]:
+    """The Redis counters as nested JSON."""
+    started: dict[str, int] = {}
+    finished: dict[str, dict[str, int]] = defaultdict(dict)
+    steps: dict[str, int] = {}
+    compensations: dict[str, int] = {}
+    durations: dict[str, dict[str, float]] = defaultdict(dict)
+    for key, value in counters.items():
+        kind, _, rest = key.partition("|")
+        if kind == "started":
+            started[rest] = value
+        elif kind == "finished":
+            saga_type, _, status = rest.rpartition("|")
+            finished[saga_type][status] = value
+        elif kind == "steps":
+            steps[rest] = value
+        elif kind == "compensations":
+            compensations[rest] = value
+        elif kind in ("duration_ms", "duration_count"):
+            durations[rest]["sum_seconds" if kind == "duration_ms" else "count"] = (
+                value / 1000 if kind == "duration_ms" else value
+            )
+    return {
+        "sagas": {
+            "by_status": counts,
+            "active": counts["RUNNING"] + counts["COMPENSATING"],
+            "pending": counts["PENDING"],
+            "started": started,
+            "finished": dict(finished),
+        },
+        "steps": steps,
+        "compensations": compensations,
+        "durations": dict(durations),
+    }
+
+
+class SagaCollector:
+    """Saga metrics read from Redis at scrape time."""
+
+    def __init__(self, saga_engine: SagaEngine) -> None:
+        self.engine = saga_engine
+
+    def collect(self) -> Iterator[Any]:
+        counters = self.engine.stats()
+        counts = self.engine.counts()
+        started = CounterMetricFamily("saga_started", "Sagas started", labels=["saga_type"])
+        finished = CounterMetricFamily(
+            "saga_finished", "Sagas that reached a final status", labels=["saga_type", "status"]
+        )
+        steps = CounterMetricFamily("saga_steps", "Step outcomes", labels=["outcome"])
+        comps = CounterMetricFamily(
+            "saga_compensations", "Compensation outcomes", labels=["outcome"]
+        )
+        for key, value in counters.items():
+            kind, _, rest = key.partition("|")
+            if kind == "started":
+                started.add_metric([rest], value)
+            elif kind == "finished":
+                saga_type, _, status = rest.rpartition("|")
+                finished.add_metric([saga_type, status], value)
+            elif kind == "steps":
+                steps.add_metric([rest], value)
+            elif kind == "compensations":
+                comps.add_metric([rest], value)
+        yield from (started, finished, steps, comps)
+        by_status = GaugeMetricFamily("saga_sagas", "Sagas by current status", labels=["status"])
+        for status, count in counts.items():
+            by_status.add_metric([status], count)
+        yield by_status
+        yield GaugeMetricFamily(
+            "saga_active",
+            "Sagas RUNNING or COMPENSATING",
+            value=counts["RUNNING"] + counts["COMPENSATING"],
+        )
+        yield GaugeMetricFamily("saga_pending", "Sagas waiting for a slot", value=counts["PENDING"])
+        duration = HistogramMetricFamily(
+            "saga_duration_seconds", "Saga duration from start to final status", labels=["status"]
+        )
+        for status in ("COMPLETED", "COMPENSATED"):
+            count = counters.get(f"duration_count|{status}", 0)
+            buckets = [
+                (f"{le:g}", counters.get(f"duration_bucket|{status}|{le:g}", 0))
+                for le in DURATION_BUCKETS
+            ]
+            buckets.append(("+Inf", count))
+            duration.add_metric([status], buckets, counters.get(f"duration_ms|{status}", 0) / 1000)
+        yield duration
+
+
+class MetricsSchema(StrictSchema):
+    sagas = fields.Dict()
+    steps = fields.Dict()
+    compensations = fields.Dict()
+    durations = fields.Dict()
+
+
+@blp.route("")
+class Metrics(MethodView):
+    @blp.response(200, MetricsSchema)
+    def get(self) -> Any:
+        """Saga counters and gauges as JSON"""
+        return summary(engine().stats(), engine().counts())
+
+
+@blp.route("/prometheus")
+class PrometheusMetrics(MethodView):
+    @blp.response(200, {"type": "string"}, content_type="text/plain")
+    def get(self) -> Response:
+        """Prometheus text exposition format (saga metrics and HTTP request metrics)"""
+        sagas = CollectorRegistry(auto_describe=True)
+        sagas.register(SagaCollector(engine()))
+        http = current_app.extensions["http_metrics_registry"]
+        if http is None:  # gunicorn multiprocess mode
+            http = CollectorRegistry()
+            MultiProcessCollector(http)
+        text = generate_latest(http) + generate_latest(sagas)
+        return Response(text, mimetype="text/plain; version=0.0.4; charset=utf-8")

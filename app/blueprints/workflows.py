@@ -1,0 +1,64 @@
+"""`/workflows`: the five predefined workflows (templates) and starting them."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from flask.views import MethodView
+from flask_smorest import Blueprint
+from marshmallow import fields, validate
+
+from app.blueprints.sagas import engine, idempotency, started
+from app.schemas import SagaSchema, StartHeadersSchema, StrictSchema
+from sagas.templates import list_templates
+
+blp = Blueprint(
+    "workflows",
+    __name__,
+    url_prefix="/workflows",
+    description="Predefined workflows over the auth, airtable and notification services",
+)
+
+
+class TemplateSchema(StrictSchema):
+    name = fields.String()
+    description = fields.String()
+    steps = fields.List(fields.Dict())
+    payload_schema = fields.Dict(metadata={"description": "JSON Schema of the payload"})
+
+
+class TemplatesSchema(StrictSchema):
+    templates = fields.List(fields.Nested(TemplateSchema))
+
+
+class WorkflowStartSchema(StrictSchema):
+    payload = fields.Dict(load_default=dict)
+    correlation_id = fields.String(allow_none=True, validate=validate.Length(min=1, max=200))
+
+
+@blp.route("/templates")
+class Templates(MethodView):
+    @blp.response(200, TemplatesSchema)
+    def get(self) -> Any:
+        """The predefined workflows with their steps and payload schemas"""
+        return {"templates": list_templates()}
+
+
+@blp.route("/<workflow>/start")
+class StartWorkflow(MethodView):
+    @blp.arguments(StartHeadersSchema, location="headers")
+    @blp.arguments(WorkflowStartSchema)
+    @blp.response(202, SagaSchema)
+    @blp.alt_response(200, schema=SagaSchema, description="an earlier saga, same key")
+    @blp.alt_response(404, description="unknown workflow")
+    @blp.alt_response(409, description="Idempotency-Key used with another body")
+    def post(self, headers: dict[str, Any], body: dict[str, Any], workflow: str) -> Any:
+        """Start a predefined workflow"""
+        return started(
+            engine().start_workflow(
+                workflow,
+                body["payload"],
+                body.get("correlation_id"),
+                idempotency=idempotency(headers, body),
+            )
+        )

@@ -1,0 +1,50 @@
+"""Extensions, created unbound and bound in `create_app`."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from flask_smorest import Api as _Api
+
+
+def _flatten(errors: Any, prefix: str = "") -> dict[str, list[str]]:
+    """marshmallow's nested errors as flat paths, like the engine's: `steps[0].action.path`."""
+    flat: dict[str, list[str]] = {}
+    if isinstance(errors, Mapping):
+        for key, value in errors.items():
+            if isinstance(key, int) or (isinstance(key, str) and key.isdigit()):
+                path = f"{prefix}[{key}]"
+            else:
+                path = f"{prefix}.{key}" if prefix else str(key)
+            flat.update(_flatten(value, path))
+    elif isinstance(errors, list) and all(isinstance(e, str) for e in errors):
+        flat[prefix or "$"] = list(errors)
+    else:
+        flat[prefix or "$"] = [str(errors)]
+    return flat
+
+
+class Api(_Api):  # type: ignore[misc]
+    """flask-smorest's Api; every error body has a message and flat field paths."""
+
+    def handle_http_exception(self, error: Any) -> Any:
+        payload, *rest = super().handle_http_exception(error)
+        if "errors" in payload:
+            payload["errors"] = {
+                location: _flatten(errors) if isinstance(errors, Mapping | list) else errors
+                for location, errors in payload["errors"].items()
+            }
+        if "errors" in payload and error.code == 422:
+            # Name the first problem in the message too, for humans reading a log line.
+            location = next(iter(payload["errors"].values()), {})
+            if isinstance(location, Mapping) and location:
+                field, problems = next(iter(location.items()))
+                payload["message"] = f"invalid {field}: {' '.join(problems)}"
+        elif error.code == 400 and "errors" in payload:
+            payload["message"] = "malformed JSON body"
+        payload.setdefault("message", error.description or error.name)
+        return (payload, *rest)
+
+
+api = Api()

@@ -1,0 +1,85 @@
+"""Schemas shared by several blueprints: the saga document and the start headers."""
+
+from __future__ import annotations
+
+from marshmallow import RAISE, Schema, fields, validate
+
+from sagas.model import SagaStatus, StepStatus
+
+STATUSES = [s.value for s in SagaStatus]
+STEP_STATUSES = [s.value for s in StepStatus]
+
+
+class FailureSchema(Schema):
+    step = fields.String(allow_none=True, metadata={"description": "the step, or null"})
+    reason = fields.String(validate=validate.OneOf(["error", "timeout", "manual"]))
+    message = fields.String()
+
+
+class CompensationSchema(Schema):
+    status = fields.String(
+        metadata={
+            "description": "PENDING, COMPENSATING, COMPENSATED, COMPENSATION_FAILED "
+            "or SKIPPED (nothing to undo)"
+        }
+    )
+    attempts = fields.Integer()
+    error = fields.String(allow_none=True)
+
+
+class StepSchema(Schema):
+    name = fields.String()
+    status = fields.String(validate=validate.OneOf(STEP_STATUSES))
+    attempts = fields.Integer()
+    started_at = fields.String(allow_none=True, metadata={"format": "date-time"})
+    finished_at = fields.String(allow_none=True, metadata={"format": "date-time"})
+    output = fields.Raw(allow_none=True, metadata={"description": "the step's JSON output"})
+    error = fields.String(allow_none=True)
+    uncertain = fields.Boolean(
+        metadata={"description": "an attempt may have taken effect without a success seen"}
+    )
+    compensation = fields.Nested(
+        CompensationSchema,
+        allow_none=True,
+        metadata={"description": "null when the step defines no compensation"},
+    )
+
+
+class SagaSchema(Schema):
+    saga_id = fields.String()
+    saga_type = fields.String()
+    status = fields.String(validate=validate.OneOf(STATUSES))
+    version = fields.Integer(metadata={"description": "bumped by every state transition"})
+    correlation_id = fields.String()
+    payload = fields.Dict()
+    current_step = fields.String(allow_none=True)
+    created_at = fields.String(metadata={"format": "date-time"})
+    updated_at = fields.String(metadata={"format": "date-time"})
+    deadline_at = fields.String(metadata={"format": "date-time"})
+    finished_at = fields.String(allow_none=True, metadata={"format": "date-time"})
+    failure = fields.Nested(FailureSchema, allow_none=True)
+    compensation_failure = fields.Nested(
+        FailureSchema,
+        allow_none=True,
+        metadata={"description": "the undo that could not be done (COMPENSATION_FAILED)"},
+    )
+    steps = fields.List(fields.Nested(StepSchema))
+
+
+class StartHeadersSchema(Schema):
+    class Meta:
+        unknown = "exclude"
+
+    idempotency_key = fields.String(
+        data_key="Idempotency-Key",
+        validate=validate.Length(min=1, max=255),
+        metadata={
+            "description": "the same key (per API key) returns the saga created the "
+            "first time, for SAGA_IDEMPOTENCY_TTL_SECONDS; with another body: 409"
+        },
+    )
+
+
+class StrictSchema(Schema):
+    class Meta:
+        unknown = RAISE

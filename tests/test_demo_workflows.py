@@ -1,0 +1,400 @@
+"""The five predefined workflows end to end: real worker, real Redis, the demo services.
+
+Each case seeds data of its own in the demo services (unique users, bases, webhooks) and
+reads back only the part of the services' state its saga can touch (its footprint), so
+sagas of other tests cannot disturb the comparison.
+"""
+
+from __future__ import annotations
+
+import logging
+import signal
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import httpx
+import pytest
+
+from demo.services import DemoServices
+from sagas.templates import build_definition, list_templates
+from tests.conftest import ROOT, free_port
+
+WORKFLOWS = [t["name"] for t in list_templates()]
+CONTACTS = [
+    {"Name": "  ada lovelace", "Email": " ADA@Example.com "},
+    {"Name": "grace hopper", "Email": "grace@example.com"},
+]
+
+
+@dataclass
+class Case:
+    """A workflow's payload over freshly seeded demo data, and the state its saga touches."""
+
+    payload: dict[str, Any]
+    footprint: Callable[[], dict[str, Any]]
+    seeded: dict[str, str]
+
+
+def unique(prefix: str) -> str:
+    return f"{prefix}{uuid.uuid4().hex[:10]}"
+
+
+def case(workflow: str, demo: DemoServices) -> Case:
+    auth, airtable = demo.auth, demo.airtable
+
+    def of(kind: str, collection: str, **match: Any) -> list[dict[str, Any]]:
+        items = demo.state(kind)[collection].values()
+        return [i for i in items if all(i.get(k) == v for k, v in match.items())]
+
+    def table(base_id: str, name: str) -> dict[str, Any]:
+        return dict(demo.state("airtable")["bases"][base_id]["tables"][name])
+
+    if workflow == "user_registration":
+        email = f"{unique('user-')}@example.com"
+
+        def user_registration() -> dict[str, Any]:
+            users = of("auth", "users", email=email)
+            return {
+                "users": users,
+                "workspaces": [
+                    w for u in users for w in of("auth", "workspaces", owner_id=u["id"])
+                ],
+                "notifications": of("notification", "notifications", to=email),
+            }
+
+        return Case({"email": email, "name": "Ada Lovelace"}, user_registration, {})
+
+    if workflow == "workspace_creation":
+        owner = auth.add_user(f"{unique('owner-')}@example.com", "Owner")
+        member = auth.add_user(f"{unique('member-')}@example.com", "Member")
+        base = airtable.add_base("CRM", {"Contacts": CONTACTS})
+
+        def workspace_creation() -> dict[str, Any]:
+            workspaces = of("auth", "workspaces", owner_id=owner)
+            return {
+                "workspaces": workspaces,
+                "links": of("airtable", "links", base_id=base),
+                "permissions": [
+                    p for w in workspaces for p in of("auth", "permissions", workspace_id=w["id"])
+                ],
+                "notifications": of("notification", "notifications", to=owner),
+            }
+
+        payload = {
+            "owner_id": owner,
+            "name": "Research",
+            "airtable_base_id": base,
+            "members": [member],
+        }
+        return Case(payload, workspace_creation, {"owner": owner, "member": member, "base": base})
+
+    if workflow == "data_synchronization":
+        user = auth.add_user(f"{unique('sync-')}@example.com", "Syncer")
+        base = airtable.add_base("CRM", {"Contacts": CONTACTS})
+
+        def data_synchronization() -> dict[str, Any]:
+            exports = of("airtable", "exports", base_id=base)
+            return {
+                "records": table(base, "Contacts"),
+                "exports": exports,
+                "transformations": [
+                    t
+                    for e in exports
+                    for t in of("notification", "transformations", export_id=e["id"])
+                ],
+                "batches": of("airtable", "batches", base_id=base),
+                "notifications": of("notification", "notifications", to=user),
+            }
+
+        payload = {
+            "base_id": base,
+            "table": "Contacts",
+            "fields": ["Email"],
+            "operations": ["trim", "lowercase"],
+            "requested_by": user,
+        }
+        return Case(payload, data_synchronization, {"user": user, "base": base})
+
+    if workflow == "ai_analysis":
+        user = auth.add_user(f"{unique('ai-')}@example.com", "Analyst")
+        workspace = auth.add_workspace(user, "Analytics")
+        base = airtable.add_base("CRM", {"Contacts": CONTACTS, "AI Results": []})
+
+        def ai_analysis() -> dict[str, Any]:
+            return {
+                "reservations": of("auth", "quota_reservations", workspace_id=workspace),
+                "jobs": of("notification", "ai_jobs", workspace_id=workspace),
+                "results": table(base, "AI Results"),
+                "notifications": of("notification", "notifications", to=user),
+            }
+
+        payload = {
+            "workspace_id": workspace,
+            "base_id": base,
+            "table": "Contacts",
+            "analysis_type": "sentiment",
+            "requested_by": user,
+            "units": 250,
+        }
+        return Case(payload, ai_analysis, {"user": user, "workspace": workspace, "base": base})
+
+    assert workflow == "webhook_processing"
+    base = airtable.add_base("Tasks", {"Tasks": [{"Title": "write", "Status": "todo"}]})
+    callback = f"https://hooks.example.com/{unique('cb-')}"
+    webhook = airtable.add_webhook(base, "Tasks", callback)
+    record = next(iter(table(base, "Tasks")))
+
+    def webhook_processing() -> dict[str, Any]:
+        return {
+            "records": table(base, "Tasks"),
+            "deliveries": of("airtable", "deliveries", webhook_id=webhook),
+            "batches": of("airtable", "batches", base_id=base),
+            "notifications": of("notification", "notifications", to=callback),
+        }
+
+    payload = {
+        "webhook_id": webhook,
+        "event_id": unique("evt-"),
+        "changes": [{"id": record, "fields": {"Status": "done"}}],
+    }
+    return Case(
+        payload,
+        webhook_processing,
+        {"base": base, "webhook": webhook, "record": record, "callback": callback},
+    )
+
+
+def last_changing_step(workflow: str) -> str:
+    steps = next(t for t in list_templates() if t["name"] == workflow)["steps"]
+    return [s["name"] for s in steps if s.get("compensation")][-1]
+
+
+def outputs(saga: dict[str, Any]) -> dict[str, Any]:
+    return {s["name"]: s["output"] for s in saga["steps"]}
+
+
+def test_user_registration_completes(run: Any, demo: DemoServices) -> None:
+    """user_registration creates the account and its default workspace and sends the welcome
+    email about them."""
+    c = case("user_registration", demo)
+    saga = run(build_definition("user_registration", c.payload))
+    assert saga["status"] == "COMPLETED", saga
+    out = outputs(saga)
+    state = c.footprint()
+    [user] = state["users"]
+    assert user["id"] == out["create_account"]["id"]
+    assert (user["name"], user["plan"]) == ("Ada Lovelace", "free")
+    [workspace] = state["workspaces"]
+    assert workspace["id"] == out["create_default_workspace"]["id"]
+    assert (workspace["name"], workspace["default"]) == ("My workspace", True)
+    [mail] = state["notifications"]
+    assert (mail["channel"], mail["template"]) == ("email", "welcome")
+    assert mail["data"] == {
+        "name": "Ada Lovelace",
+        "user_id": user["id"],
+        "workspace_id": workspace["id"],
+    }
+
+
+def test_workspace_creation_completes(run: Any, demo: DemoServices) -> None:
+    """workspace_creation creates the workspace, links the base to it, grants the owner and
+    the member, and notifies the owner."""
+    c = case("workspace_creation", demo)
+    saga = run(build_definition("workspace_creation", c.payload))
+    assert saga["status"] == "COMPLETED", saga
+    state = c.footprint()
+    [workspace] = state["workspaces"]
+    assert (workspace["name"], workspace["default"]) == ("Research", False)
+    [link] = state["links"]
+    assert link["workspace_id"] == workspace["id"]
+    [permission] = state["permissions"]
+    assert permission["grants"] == [
+        {"user_id": c.seeded["owner"], "role": "owner"},
+        {"user_id": c.seeded["member"], "role": "editor"},
+    ]
+    [note] = state["notifications"]
+    assert (note["channel"], note["template"]) == ("in_app", "workspace_created")
+    assert note["data"]["workspace_id"] == workspace["id"]
+
+
+def test_data_synchronization_completes(run: Any, demo: DemoServices) -> None:
+    """data_synchronization exports the table, transforms the chosen field, writes the
+    changed records back as one batch and notifies the requester."""
+    c = case("data_synchronization", demo)
+    saga = run(build_definition("data_synchronization", c.payload))
+    assert saga["status"] == "COMPLETED", saga
+    state = c.footprint()
+    fields = [r["fields"] for r in state["records"].values()]
+    assert fields == [
+        {"Name": "  ada lovelace", "Email": "ada@example.com"},
+        {"Name": "grace hopper", "Email": "grace@example.com"},
+    ]
+    [export] = state["exports"]
+    assert len(export["records"]) == 2
+    [transformation] = state["transformations"]
+    assert len(transformation["records"]) == 1  # only the record that changed
+    [batch] = state["batches"]
+    assert batch["source"] == transformation["id"]
+    [note] = state["notifications"]
+    assert note["template"] == "sync_completed"
+    assert note["data"]["updated"] == 1 and note["data"]["batch_id"] == batch["id"]
+
+
+def test_ai_analysis_completes(run: Any, demo: DemoServices) -> None:
+    """ai_analysis reserves the quota, runs the job, stores its summary as a record and
+    notifies the requester."""
+    c = case("ai_analysis", demo)
+    saga = run(build_definition("ai_analysis", c.payload))
+    assert saga["status"] == "COMPLETED", saga
+    state = c.footprint()
+    [reservation] = state["reservations"]
+    assert (reservation["units"], reservation["purpose"]) == (250, "ai_analysis")
+    [job] = state["jobs"]
+    assert job["quota_reservation_id"] == reservation["id"]
+    assert job["analysis_type"] == "sentiment"
+    [record] = state["results"].values()
+    assert record["fields"]["Job"] == job["id"]
+    assert record["fields"]["Summary"] == job["result"]["summary"]
+    [note] = state["notifications"]
+    assert note["template"] == "analysis_ready"
+    assert note["data"]["record_id"] == record["id"]
+
+
+def test_webhook_processing_completes(run: Any, demo: DemoServices) -> None:
+    """webhook_processing records the delivery, applies its changes to the webhook's table
+    and acknowledges to the sender's callback."""
+    c = case("webhook_processing", demo)
+    saga = run(build_definition("webhook_processing", c.payload))
+    assert saga["status"] == "COMPLETED", saga
+    state = c.footprint()
+    [delivery] = state["deliveries"]
+    assert delivery["event_id"] == c.payload["event_id"]
+    assert state["records"][c.seeded["record"]]["fields"] == {"Title": "write", "Status": "done"}
+    [batch] = state["batches"]
+    assert batch["source"] == delivery["id"]
+    [ack] = state["notifications"]
+    assert (ack["channel"], ack["template"]) == ("webhook", "webhook_ack")
+    assert ack["data"]["delivery_id"] == delivery["id"] and ack["data"]["updated"] == 1
+
+
+@pytest.mark.parametrize("workflow", WORKFLOWS)
+def test_failure_at_the_last_changing_step_undoes_every_effect(
+    workflow: str, run: Any, demo: DemoServices
+) -> None:
+    """With fail_at on the last step that has a compensation, the demo service answers 422,
+    the saga ends COMPENSATED and the services hold exactly what they held before."""
+    c = case(workflow, demo)
+    fail_at = last_changing_step(workflow)
+    before = c.footprint()
+    saga = run(build_definition(workflow, {**c.payload, "fail_at": fail_at}))
+    assert saga["status"] == "COMPENSATED", saga
+    assert saga["failure"]["step"] == fail_at
+    assert saga["failure"]["reason"] == "error"
+    assert "422" in saga["failure"]["message"]
+    assert "demo failure requested" in saga["failure"]["message"]
+    names = [s["name"] for s in saga["steps"]]
+    k = names.index(fail_at)
+    assert [s["status"] for s in saga["steps"]] == (
+        ["COMPENSATED"] * k + ["FAILED"] + ["SKIPPED"] * (len(names) - k - 1)
+    )
+    assert c.footprint() == before
+
+
+def test_demo_calls_are_logged_with_the_sagas_correlation_id(
+    run: Any, demo: DemoServices, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Each request a saga makes is logged once by the demo service, with its status and the
+    saga's X-Correlation-Id."""
+    caplog.set_level(logging.INFO, logger="demo.services")
+    c = case("user_registration", demo)
+    saga = run(build_definition("user_registration", c.payload, correlation_id="corr-demo-7"))
+    assert saga["status"] == "COMPLETED"
+    lines = [
+        r
+        for r in caplog.records
+        if r.name == "demo.services" and getattr(r, "correlation_id", None) == "corr-demo-7"
+    ]
+    assert [(r.service, r.method, r.status) for r in lines] == [
+        ("auth", "POST", 201),
+        ("auth", "POST", 201),
+        ("notification", "POST", 201),
+    ]
+    assert all("correlation_id=corr-demo-7" in r.getMessage() for r in lines)
+
+
+def test_demo_service_honours_idempotency_keys(demo: DemoServices) -> None:
+    """A repeated Idempotency-Key with the same method and path gets the first answer and
+    acts once; the same key on another path is another request."""
+    url = demo.urls["auth"]
+    email = f"{unique('idem-')}@example.com"
+    headers = {"Idempotency-Key": unique("key-")}
+    body = {"email": email, "name": "Idem"}
+    with httpx.Client() as client:
+        first = client.post(f"{url}/users", json=body, headers=headers)
+        again = client.post(f"{url}/users", json=body, headers=headers)
+        other = client.post(f"{url}/users", json=body)
+        user_id = first.json()["id"]
+        gone = client.delete(f"{url}/users/{user_id}", headers=headers)
+    assert (first.status_code, again.status_code) == (201, 201)
+    assert again.json() == first.json()
+    assert other.status_code == 409  # a new request: the email is taken
+    assert gone.status_code == 200
+    assert [u for u in demo.state("auth")["users"].values() if u["email"] == email] == []
+
+
+def test_demo_service_answers_404_for_unknown_ids_and_422_for_demo_fail(
+    demo: DemoServices,
+) -> None:
+    """Unknown ids get 404; a body with demo_fail gets 422 and changes nothing."""
+    before = demo.state("notification")
+    with httpx.Client() as client:
+        missing = [
+            client.delete(f"{demo.urls['auth']}/workspaces/ws_missing"),
+            client.post(f"{demo.urls['airtable']}/bases/appMissing/links", json={}),
+            client.delete(f"{demo.urls['notification']}/ai/jobs/job_missing"),
+        ]
+        failed = client.post(
+            f"{demo.urls['notification']}/notifications",
+            json={"channel": "email", "to": "x@example.com", "template": "t", "demo_fail": True},
+        )
+    assert [r.status_code for r in missing] == [404, 404, 404]
+    assert failed.status_code == 422
+    assert failed.json() == {"error": "demo failure requested"}
+    assert demo.state("notification") == before
+
+
+@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM])
+def test_serve_answers_until_a_signal_then_exits_cleanly(signum: int) -> None:
+    """serve() answers on the ports it is given and returns normally on SIGINT or SIGTERM."""
+    port = free_port()
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-c",
+            f"from demo.services import serve; serve(ports={{'notification': {port}}})",
+        ],
+        cwd=ROOT,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        deadline = time.time() + 20
+        while True:
+            try:
+                answer = httpx.delete(f"http://127.0.0.1:{port}/transformations/trf_x")
+                break
+            except httpx.TransportError:
+                assert proc.poll() is None and time.time() < deadline, "serve() did not start"
+                time.sleep(0.05)
+        assert answer.status_code == 404
+        proc.send_signal(signum)
+        assert proc.wait(10) == 0
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
