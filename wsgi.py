@@ -19,7 +19,10 @@ def __getattr__(name: str) -> Any:
         from app import create_app
         from sagas.settings import Settings
 
-        api = create_app(engine=tasks.runtime.build_engine(Settings.from_env()))
+        try:
+            api = create_app(engine=tasks.runtime.build_engine(Settings.from_env()))
+        except AttributeError as exc:  # gunicorn would report it as "no attribute 'app'"
+            raise RuntimeError(f"cannot build the API: {exc!r}") from exc
         globals()["app"] = api
         return api
     raise AttributeError(name)

@@ -10,7 +10,7 @@ from flask import Flask, send_from_directory
 from flask.typing import ResponseReturnValue
 from prometheus_client import CollectorRegistry
 from prometheus_flask_exporter import PrometheusMetrics
-from prometheus_flask_exporter.multiprocess import GunicornInternalPrometheusMetrics
+from prometheus_flask_exporter.multiprocess import GunicornPrometheusMetrics
 from swagger_ui_bundle import swagger_ui_path
 
 from app import config as app_config
@@ -65,8 +65,10 @@ def register_extensions(app: Flask) -> None:
     api.init_app(app)
     options: dict[str, Any] = {"group_by": "url_rule", "path": None, "excluded_paths": ["/docs"]}
     if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
-        # Values go to files shared by the gunicorn workers; a scrape reads them all.
-        GunicornInternalPrometheusMetrics(app, **options)
+        # Values go to files shared by the gunicorn workers; /metrics/prometheus reads them
+        # all (this class adds no endpoint of its own).
+        options.pop("path")
+        GunicornPrometheusMetrics(app, **options)
         app.extensions["http_metrics_registry"] = None
     else:
         registry = CollectorRegistry(auto_describe=True)  # one per app: tests build several
