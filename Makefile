@@ -39,3 +39,10 @@ typecheck: install
 
 clean:
 	rm -rf $(VENV) build *.egg-info .pytest_cache .ruff_cache .mypy_cache var
+
+# The whole system on this machine: Redis (REDIS_URL if it answers, else a redis-server of its
+# own with data in var/redis), API, worker, beat, Flower and the demo services under honcho.
+# One Ctrl-C stops everything. See docs/local-run.md.
+.PHONY: run
+run: install redis-server
+	$(BIN)/python scripts/run-local

@@ -1,0 +1,344 @@
+"""The `saga-orchestrator` command as users run it: a real subprocess of the installed script.
+
+The API test starts `saga-orchestrator api` (gunicorn) against this run's Redis and worker and
+drives it with the client commands; the Flower test checks its basic auth and that it sees the
+worker's tasks.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from tests.conftest import ROOT, free_port
+
+CLI = Path(sys.executable).parent / "saga-orchestrator"
+COMMANDS = [
+    "api",
+    "worker",
+    "beat",
+    "flower",
+    "demo-services",
+    "start",
+    "status",
+    "list",
+    "compensate",
+]
+KEY = "cli-test-key"
+
+
+def cli(
+    *args: str, env: dict[str, str] | None = None, timeout: float = 30, cwd: Path = ROOT
+) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [str(CLI), *args],
+        capture_output=True,
+        text=True,
+        env={**os.environ, **(env or {})},
+        timeout=timeout,
+        cwd=cwd,
+    )
+
+
+def spawn(
+    *args: str, env: dict[str, str], log: Path, cwd: Path = ROOT, drop: tuple[str, ...] = ()
+) -> subprocess.Popen[bytes]:
+    full_env = {k: v for k, v in os.environ.items() if k not in drop}
+    with log.open("wb") as out:
+        return subprocess.Popen(
+            [str(CLI), *args],
+            env={**full_env, "PYTHONPATH": str(ROOT), **env},
+            cwd=cwd,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+        )
+
+
+def stop(proc: subprocess.Popen[bytes], timeout: float = 15) -> int:
+    if proc.poll() is None:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+    return proc.returncode
+
+
+def wait_http(url: str, proc: subprocess.Popen[bytes], log: Path, timeout: float = 30) -> None:
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        if proc.poll() is not None:
+            pytest.fail(f"exited with {proc.returncode}:\n{log.read_text()[-3000:]}")
+        try:
+            httpx.get(url, timeout=1)
+            return
+        except httpx.TransportError:
+            time.sleep(0.05)
+    pytest.fail(f"{url} did not answer within {timeout} s:\n{log.read_text()[-3000:]}")
+
+
+# --- without any service -------------------------------------------------------------------
+@pytest.mark.parametrize("command", [None, *COMMANDS])
+def test_help(command: str | None) -> None:
+    result = cli(*([command] if command else []), "--help")
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.startswith("Usage: saga-orchestrator")
+    if command is None:
+        for name in COMMANDS:
+            assert name in result.stdout
+
+
+def test_flower_refuses_to_start_without_credentials() -> None:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("FLOWER_")}
+    result = subprocess.run(
+        [str(CLI), "flower"], capture_output=True, text=True, env=env, timeout=30, cwd=ROOT
+    )
+    assert result.returncode != 0
+    assert "FLOWER_BASIC_AUTH" in result.stderr
+    assert "--no-auth" in result.stderr
+
+
+@pytest.mark.parametrize("credentials", ["admin", ":Very-Secret", "admin:", "admin:ok,bob"])
+def test_flower_rejects_malformed_credentials_without_echoing_them(credentials: str) -> None:
+    result = cli("flower", env={"FLOWER_BASIC_AUTH": credentials})
+    assert result.returncode != 0
+    assert "FLOWER_BASIC_AUTH must be `user:password`" in result.stderr
+    assert "Very-Secret" not in result.stderr + result.stdout
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ["status", "some-id"],
+        ["status", "some-id", "--watch"],
+        ["list", "--json"],
+        ["compensate", "some-id", "--reason", "test"],
+        ["start", "user_registration", "--payload", '{"email": "a@example.com"}'],
+    ],
+)
+def test_client_names_the_url_it_cannot_reach(args: list[str]) -> None:
+    url = f"http://127.0.0.1:{free_port()}"
+    result = cli(*args, "--url", url, "--api-key", KEY)
+    assert result.returncode == 1, result.stderr
+    assert f"cannot reach the saga API at {url}" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_client_takes_url_and_key_from_the_environment() -> None:
+    url = f"http://127.0.0.1:{free_port()}"
+    result = cli("list", env={"SAGA_URL": url + "/", "SAGA_API_KEY": KEY})
+    assert result.returncode == 1
+    assert f"cannot reach the saga API at {url}" in result.stderr
+
+
+def test_start_usage_errors() -> None:
+    both = cli("start", "user_registration", "--definition", "-")
+    assert both.returncode == 2
+    assert "either a WORKFLOW name or --definition" in both.stderr
+    bad_json = cli("start", "user_registration", "--payload", "{nope")
+    assert bad_json.returncode == 2
+    assert "not valid JSON" in bad_json.stderr
+
+
+def test_api_prepares_the_prometheus_directory(tmp_path: Path) -> None:
+    """Stale metric files of an earlier run are wiped before gunicorn starts (`--version`
+    makes gunicorn exit right after); other files are left alone; a missing one is made."""
+    metrics = tmp_path / "metrics"
+    metrics.mkdir()
+    (metrics / "counter_123.db").write_bytes(b"stale")
+    (metrics / "README").write_text("not ours")
+    result = cli("api", "--version", env={"PROMETHEUS_MULTIPROC_DIR": str(metrics)})
+    assert result.returncode == 0, result.stderr
+    assert "gunicorn" in result.stdout + result.stderr
+    assert sorted(p.name for p in metrics.iterdir()) == ["README"]
+
+    missing = tmp_path / "new" / "metrics"
+    result = cli("api", "--version", env={"PROMETHEUS_MULTIPROC_DIR": str(missing)})
+    assert result.returncode == 0, result.stderr
+    assert missing.is_dir()
+
+    # Unset: a fresh temporary directory, removed again although gunicorn never started.
+    tmp = tmp_path / "tmp"
+    tmp.mkdir()
+    env = {k: v for k, v in os.environ.items() if k != "PROMETHEUS_MULTIPROC_DIR"}
+    result = subprocess.run(
+        [str(CLI), "api", "--version"],
+        capture_output=True,
+        text=True,
+        env={**env, "TMPDIR": str(tmp)},
+        timeout=30,
+        cwd=ROOT,
+    )
+    assert result.returncode == 0, result.stderr
+    assert list(tmp.iterdir()) == []
+
+
+# --- components --------------------------------------------------------------------------------
+def test_demo_services_serve_and_stop_on_sigterm(tmp_path: Path) -> None:
+    ports = {"auth": free_port(), "airtable": free_port(), "notification": free_port()}
+    log = tmp_path / "demo.log"
+    proc = spawn(
+        "demo-services",
+        *(part for kind, port in ports.items() for part in (f"--{kind}-port", str(port))),
+        env={},
+        log=log,
+    )
+    try:
+        for port in ports.values():
+            wait_http(f"http://127.0.0.1:{port}/", proc, log)
+    finally:
+        assert stop(proc) == 0, log.read_text()
+
+
+def test_beat_keeps_its_schedule_under_var(service_env: dict[str, str], tmp_path: Path) -> None:
+    log = tmp_path / "beat.log"
+    proc = spawn("beat", "--loglevel", "INFO", env=service_env, log=log, cwd=tmp_path)
+    try:
+        deadline = time.time() + 20
+        while "beat: Starting..." not in log.read_text():
+            assert proc.poll() is None, log.read_text()
+            assert time.time() < deadline, log.read_text()
+            time.sleep(0.05)
+    finally:
+        stop(proc)
+    assert list((tmp_path / "var").glob("celerybeat-schedule*")), log.read_text()
+
+
+def test_flower_requires_its_credentials_and_sees_the_tasks(
+    service_env: dict[str, str], worker: Any, engine: Any, tmp_path: Path
+) -> None:
+    port, password = free_port(), uuid.uuid4().hex
+    log = tmp_path / "flower.log"
+    env = {**service_env, "FLOWER_BASIC_AUTH": f"ops:{password}", "FLOWER_ADDRESS": "127.0.0.1"}
+    proc = spawn("flower", f"--port={port}", env=env, log=log)
+    base = f"http://127.0.0.1:{port}"
+    try:
+        wait_http(f"{base}/healthcheck", proc, log)
+        assert httpx.get(f"{base}/api/tasks").status_code == 401
+        wrong = httpx.get(f"{base}/api/tasks", auth=("ops", "wrong"))
+        assert wrong.status_code == 401
+        saga_id = engine.start(
+            {
+                "saga_type": "cli_flower",
+                "steps": [{"name": "s", "action": {"task": "builtin.noop", "args": {}}}],
+            }
+        ).saga["saga_id"]
+        deadline = time.time() + 15
+        while True:
+            tasks = httpx.get(f"{base}/api/tasks", auth=("ops", password)).json()
+            if any(saga_id in str(task.get("args")) for task in tasks.values()):
+                break
+            assert time.time() < deadline, tasks
+            time.sleep(0.2)
+    finally:
+        stop(proc)
+    text = log.read_text()
+    assert password not in text
+    assert base64.b64encode(f"ops:{password}".encode()).decode() not in text
+
+
+# --- against the API ---------------------------------------------------------------------------
+@pytest.fixture(scope="module")
+def api_url(service_env: dict[str, str], tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """`saga-orchestrator api` on a free port, with this run's Redis and worker."""
+    workdir = tmp_path_factory.mktemp("api")
+    port = free_port()
+    log = workdir / "api.log"
+    # No PROMETHEUS_MULTIPROC_DIR: the command makes a temporary one (in TMPDIR), as in
+    # `make run`, and gunicorn removes it at exit.
+    env = {**service_env, "SAGA_API_KEYS": KEY, "TMPDIR": str(workdir), "WEB_CONCURRENCY": "2"}
+    proc = spawn(
+        "api", "--bind", f"127.0.0.1:{port}", env=env, log=log, drop=("PROMETHEUS_MULTIPROC_DIR",)
+    )
+    url = f"http://127.0.0.1:{port}"
+    try:
+        wait_http(f"{url}/health/", proc, log)
+    except BaseException:
+        stop(proc)
+        raise
+    yield url
+    assert stop(proc) == 0, log.read_text()[-3000:]
+    # The metrics directory the command created for this run is gone with it.
+    assert not list(workdir.glob("saga-prometheus-*")), list(workdir.iterdir())
+    assert '"GET /health/ HTTP/1.1"' in log.read_text()  # gunicorn's access log on stdout
+
+
+def test_client_drives_a_saga_through_the_api(api_url: str, worker: Any, tmp_path: Path) -> None:
+    correlation = f"cli-{uuid.uuid4().hex[:8]}"
+    definition = tmp_path / "saga.json"
+    definition.write_text(
+        json.dumps(
+            {
+                "saga_type": "cli_test",
+                "payload": {"n": 1},
+                "steps": [
+                    {
+                        "name": "noop",
+                        "action": {"task": "builtin.noop", "args": {"n": "{{payload.n}}"}},
+                        "compensation": {"task": "builtin.noop", "args": {}},
+                    }
+                ],
+            }
+        )
+    )
+    common = ["--url", api_url, "--api-key", KEY]
+
+    started = cli(
+        "start", "--definition", str(definition), "--correlation-id", correlation, "--json", *common
+    )
+    assert started.returncode == 0, started.stderr
+    saga_id = json.loads(started.stdout)["saga_id"]
+
+    watched = cli(
+        "status", saga_id, "--watch", "--json", "--interval", "0.05", "--timeout", "20", *common
+    )
+    assert watched.returncode == 0, watched.stderr
+    final = json.loads(watched.stdout.splitlines()[-1])
+    assert final["status"] == "COMPLETED"
+    assert final["steps"][0]["output"] == {"n": 1}
+
+    listed = cli("list", "--correlation-id", correlation, "--json", *common)
+    assert listed.returncode == 0, listed.stderr
+    assert [item["saga_id"] for item in json.loads(listed.stdout)["items"]] == [saga_id]
+
+    table = cli("status", saga_id, *common)
+    assert table.returncode == 0, table.stderr
+    assert saga_id in table.stdout and "COMPLETED" in table.stdout and "noop" in table.stdout
+
+    compensated = cli("compensate", saga_id, "--reason", "cli test", "--json", *common)
+    assert compensated.returncode == 0, compensated.stderr
+    assert json.loads(compensated.stdout)["status"] in ("COMPENSATING", "COMPENSATED")
+    watched = cli("status", saga_id, "--watch", "--interval", "0.05", "--timeout", "20", *common)
+    assert watched.returncode == 0, watched.stderr
+    assert "COMPENSATED" in watched.stdout and "cli test" in watched.stdout
+
+    again = cli("compensate", saga_id, *common)  # already compensated: 409, shown readably
+    assert again.returncode == 1
+    assert "409" in again.stderr and "Traceback" not in again.stderr
+
+
+def test_client_shows_api_errors_readably(api_url: str) -> None:
+    unknown = cli("status", "no-such-saga", "--url", api_url, "--api-key", KEY)
+    assert unknown.returncode == 1
+    assert f"GET {api_url}/saga/no-such-saga/status answered 404" in unknown.stderr
+
+    no_key = cli("list", "--url", api_url, env={"SAGA_API_KEY": ""})
+    assert no_key.returncode == 1
+    assert "401" in no_key.stderr and "--api-key" in no_key.stderr
+
+    invalid = cli("list", "--page-size", "501", "--url", api_url, "--api-key", KEY)
+    assert invalid.returncode == 1
+    assert "422" in invalid.stderr and "page_size" in invalid.stderr
