@@ -34,7 +34,9 @@ def _error(code: int, message: str, **extra: object) -> ResponseReturnValue:
 def register_error_handlers(app: Flask) -> None:
     @app.errorhandler(ValidationFailed)
     def invalid(exc: ValidationFailed) -> ResponseReturnValue:
-        return _error(422, exc.message, errors={"json": {exc.field: [exc.message]}})
+        return _error(
+            422, f"invalid {exc.field}: {exc.message}", errors={"json": {exc.field: [exc.message]}}
+        )
 
     @app.errorhandler(SagaNotFound)
     def not_found(exc: SagaNotFound) -> ResponseReturnValue:
