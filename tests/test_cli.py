@@ -230,19 +230,25 @@ def test_flower_requires_its_credentials_and_sees_the_tasks(
         assert httpx.get(f"{base}/api/tasks").status_code == 401
         wrong = httpx.get(f"{base}/api/tasks", auth=("ops", "wrong"))
         assert wrong.status_code == 401
-        saga_id = engine.start(
-            {
-                "saga_type": "cli_flower",
-                "steps": [{"name": "s", "action": {"task": "builtin.noop", "args": {}}}],
-            }
-        ).saga["saga_id"]
-        deadline = time.time() + 15
+        # Task events are broadcast: Flower sees only those sent after its receiver has
+        # subscribed, which /healthcheck does not wait for. Keep starting sagas until it does.
+        started: list[str] = []
+        deadline = time.time() + 20
         while True:
+            started.append(
+                engine.start(
+                    {
+                        "saga_type": "cli_flower",
+                        "steps": [{"name": "s", "action": {"task": "builtin.noop", "args": {}}}],
+                    }
+                ).saga["saga_id"]
+            )
+            time.sleep(0.5)
             tasks = httpx.get(f"{base}/api/tasks", auth=("ops", password)).json()
-            if any(saga_id in str(task.get("args")) for task in tasks.values()):
+            seen = " ".join(str(task.get("args")) for task in tasks.values())
+            if any(saga_id in seen for saga_id in started):
                 break
             assert time.time() < deadline, tasks
-            time.sleep(0.2)
     finally:
         stop(proc)
     text = log.read_text()
