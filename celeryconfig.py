@@ -8,6 +8,8 @@ Why each choice (verified in ../shared/NOTES.md):
 - prefetch 1: a long step does not hold other messages hostage.
 - results ignored: the saga store is the truth, and the result backend costs 20-30%.
 - visibility_timeout above the longest step and any retry countdown, restored promptly.
+- timeouts are never long countdowns or ETAs: deadlines live in Redis (`timers`), and beat
+  runs the sweep that acts on them.
 """
 
 from __future__ import annotations
@@ -42,4 +44,14 @@ worker_send_task_events = True
 task_send_sent_event = True
 worker_hijack_root_logger = False
 enable_utc = True
-imports = ("tasks.steps",)
+imports = ("tasks.steps", "tasks.sweep")
+
+# Celery beat only schedules the sweep; a worker runs it. A sweep not started within one
+# interval (workers down) expires instead of piling up; the next one does the same work.
+beat_schedule = {
+    "saga-sweep": {
+        "task": "saga.sweep",
+        "schedule": _settings.sweep_interval_seconds,
+        "options": {"queue": _settings.queue, "expires": _settings.sweep_interval_seconds},
+    }
+}

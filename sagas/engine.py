@@ -55,6 +55,27 @@ class Started:
     created: bool
 
 
+@dataclass
+class SweepReport:
+    """What one sweep did."""
+
+    skipped: bool = False  # another sweep held the lock
+    timed_out: int = 0  # deadlines passed: compensation started
+    redriven: int = 0  # steps or compensations sent again
+    compensation_failed: int = 0  # compensations past COMPENSATION_TIMEOUT_SECONDS
+    admitted: int = 0  # PENDING sagas started
+    expired: int = 0  # finished sagas deleted after SAGA_RETENTION_SECONDS
+
+    @property
+    def acted(self) -> bool:
+        return any(
+            (self.timed_out, self.redriven, self.compensation_failed, self.admitted, self.expired)
+        )
+
+    def as_dict(self) -> dict[str, int | bool]:
+        return dict(vars(self))
+
+
 @dataclass(frozen=True)
 class Continue:
     """The chain goes on to the next execution."""
@@ -124,10 +145,11 @@ class SagaEngine:
             if reply.code == "idempotency_conflict":
                 raise IdempotencyConflict(str(reply.values[0]))
             log.info(
-                "saga started",
+                "saga started" if reply.code != "pending" else "saga waits for a slot",
                 extra={"saga_type": definition.saga_type, "steps": len(definition.steps)},
             )
-            self.dispatcher.run_steps(saga_id, range(len(definition.steps)), correlation_id)
+            if reply.code != "pending":  # a PENDING saga is dispatched when admitted
+                self.dispatcher.run_steps(saga_id, range(len(definition.steps)), correlation_id)
         return Started(self.store.get(saga_id), created=True)
 
     def start_workflow(
@@ -207,6 +229,7 @@ class SagaEngine:
         with bound(saga_id=saga_id, correlation_id=record["correlation_id"]):
             log.info("compensation requested", extra={"reason": reason, "answer": reply.code})
             self._dispatch_compensation(saga_id, reply, record["correlation_id"])
+        self._admit()
         return record
 
     # --- steps -------------------------------------------------------------------------
@@ -251,7 +274,9 @@ class SagaEngine:
             log.info("step completed", extra={"answer": answer.code})
             if answer.code == "next":
                 return Continue()
-            if answer.code == "compensate":
+            if answer.code == "saga_completed":
+                self._admit()
+            elif answer.code == "compensate":
                 self._dispatch_compensation(saga_id, answer, grant.correlation_id)
             elif answer.code == "stale":
                 log.warning("late step result refused: the step is %s", answer.values[0])
@@ -288,7 +313,7 @@ class SagaEngine:
                 reason="timeout",
             )
         answer = self.store.step_retry(
-            saga_id, index, lease, grant.attempt, exc.message, exc.uncertain
+            saga_id, index, lease, grant.attempt, exc.message, exc.uncertain, int(countdown * 1000)
         )
         if answer.code == "fenced":
             raise StepFailed(
@@ -315,6 +340,7 @@ class SagaEngine:
             "step failed: %s", message, extra={"uncertain": uncertain, "answer": answer.code}
         )
         self._dispatch_compensation(saga_id, answer, correlation_id)
+        self._admit()
 
     # --- compensations -----------------------------------------------------------------
     def run_compensation(self, saga_id: str, index: int, lease: str) -> Outcome:
@@ -359,7 +385,9 @@ class SagaEngine:
                     raise CompensationFailed(
                         f"{exc.message}; COMPENSATION_TIMEOUT_SECONDS passes before another attempt"
                     ) from None
-                answer = self.store.comp_retry(saga_id, index, lease, grant.attempt, exc.message)
+                answer = self.store.comp_retry(
+                    saga_id, index, lease, grant.attempt, exc.message, int(countdown * 1000)
+                )
                 return Retry(countdown, exc.message) if answer.code == "ok" else Stop("stale")
             answer = self.store.comp_complete(saga_id, index, lease, grant.attempt)
             log.info("compensation completed", extra={"answer": answer.code})
@@ -374,6 +402,74 @@ class SagaEngine:
         log.error(
             "compensation failed: %s", message, extra={"saga_id": saga_id, "answer": answer.code}
         )
+
+    # --- admission control and the sweep ------------------------------------------------
+    def _admit(self) -> list[str]:
+        """Start PENDING sagas, oldest first, while slots are free; their ids."""
+        admitted: list[str] = []
+        while True:
+            candidates = self.store.oldest_pending(10)
+            if not candidates:
+                return admitted
+            for saga_id in candidates:
+                reply = self.store.promote(saga_id)
+                if reply.code == "full":
+                    return admitted
+                if reply.code == "promoted":
+                    correlation_id, steps = str(reply.values[0]), int(str(reply.values[1]))
+                    with bound(saga_id=saga_id, correlation_id=correlation_id):
+                        log.info("saga admitted")
+                    self.dispatcher.run_steps(saga_id, range(steps), correlation_id)
+                    admitted.append(saga_id)
+
+    def sweep(self, limit: int = 1000) -> SweepReport:
+        """One pass of the beat sweep: act on due timers (deadlines passed, executions that
+        showed no sign of life), admit PENDING sagas, delete finished sagas past retention.
+
+        Holds a Redis lock, so two beats (or two sweeps) never work at once; every action is a
+        fenced transition anyway, so even overlapping sweeps could not do a thing twice.
+        """
+        interval_ms = int(self.settings.sweep_interval_seconds * 1000)
+        token = self.store.lock("sweep", ttl_ms=max(10_000, 6 * interval_ms))
+        if token is None:
+            return SweepReport(skipped=True)
+        report = SweepReport()
+        try:
+            for timer in self.store.due_timers(limit):
+                self._act_on(timer, report)
+            report.admitted = len(self._admit())
+            horizon = self.store.now_ms() - self.settings.retention_seconds * 1000
+            for saga_id in self.store.finished_before(horizon, limit):
+                if self.store.delete(saga_id).code == "deleted":
+                    report.expired += 1
+        finally:
+            self.store.unlock("sweep", token)
+        if report.acted:
+            log.info("sweep", extra=report.as_dict())
+        return report
+
+    def _act_on(self, timer: str, report: SweepReport) -> None:
+        saga_id = timer.split("|")[1]
+        reply = self.store.sweep(timer)
+        if reply.code == "none":
+            return
+        correlation_id = self.store.get(saga_id)["correlation_id"]
+        with bound(saga_id=saga_id, correlation_id=correlation_id):
+            log.warning("sweep: %s -> %s %s", timer.split("|")[0], reply.code, reply.values)
+            if reply.code == "compensate":
+                report.timed_out += 1
+                self._dispatch_compensation(saga_id, reply, correlation_id)
+            elif reply.code == "redrive_steps":
+                report.redriven += 1
+                first = int(str(reply.values[0]))
+                steps = len(self.store.get(saga_id)["steps"])
+                self.dispatcher.run_steps(saga_id, range(first, steps), correlation_id)
+            elif reply.code == "redrive_comps":
+                report.redriven += 1
+                indexes = [int(str(v)) for v in reply.values]
+                self.dispatcher.run_compensations(saga_id, indexes, correlation_id)
+            elif reply.code == "compensation_failed":
+                report.compensation_failed += 1
 
     # --- helpers -----------------------------------------------------------------------
     def _encode_output(self, output: Any) -> str:

@@ -41,6 +41,7 @@ class Settings:
     services: Mapping[str, str] = field(default_factory=dict)
     task_modules: tuple[str, ...] = ()
     visibility_timeout_seconds: int = 3600
+    redrive_after_seconds: float = 60  # no sign of life for this long: the sweep re-drives
 
     def __post_init__(self) -> None:
         # A task still running when the broker's visibility timeout passes is delivered a
@@ -79,6 +80,7 @@ class Settings:
             task_modules=tuple(
                 m.strip() for m in env.get("SAGA_TASK_MODULES", "").split(",") if m.strip()
             ),
+            redrive_after_seconds=_number(env, "SAGA_REDRIVE_AFTER_SECONDS", 60),
             visibility_timeout_seconds=int(
                 _number(env, "SAGA_VISIBILITY_TIMEOUT_SECONDS", 3600, minimum=60)
             ),

@@ -39,8 +39,10 @@ TRANSITIONS = (
     "comp_complete",
     "comp_fail",
     "delete",
+    "sweep",
+    "promote",
 )
-STANDALONE = ("list", "heartbeat", "workers_alive")
+STANDALONE = ("list", "heartbeat", "workers_alive", "unlock")
 # Upper bounds (seconds) of the saga duration histogram, counted by the transitions.
 DURATION_BUCKETS = (0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300, 900, 3600)
 
@@ -135,13 +137,23 @@ class Keys:
 
 
 class RedisStore:
-    def __init__(self, client: redis.Redis, prefix: str = "saga:", history_limit: int = 500):
+    def __init__(
+        self,
+        client: redis.Redis,
+        prefix: str = "saga:",
+        history_limit: int = 500,
+        *,
+        redrive_after_seconds: float = 60,
+        max_running: int = 100,
+    ):
         self.redis = client
         self.keys = Keys(prefix)
         lib = (
             _read("lib")
             .replace("__HISTORY_LIMIT__", str(int(history_limit)))
             .replace("__DURATION_BUCKETS__", ", ".join(f"{b:g}" for b in DURATION_BUCKETS))
+            .replace("__REDRIVE_MS__", str(int(redrive_after_seconds * 1000)))
+            .replace("__MAX_RUNNING__", str(int(max_running)))
         )
         self._scripts = {
             **{name: client.register_script(lib + "\n" + _read(name)) for name in TRANSITIONS},
@@ -193,6 +205,14 @@ class RedisStore:
         ]
         return self._run("create", saga_id, args, extra)
 
+    def promote(self, saga_id: str) -> Reply:
+        """Give PENDING saga `saga_id` a slot if one is free (`promoted`, `full`, `none`)."""
+        return self._run("promote", saga_id, [])
+
+    def sweep(self, timer: str) -> Reply:
+        """Act on a due timer (see lua/sweep.lua for the answers)."""
+        return self._run("sweep", timer.split("|")[1], [timer])
+
     def delete(self, saga_id: str) -> Reply:
         """Delete a COMPLETED or COMPENSATED saga (`deleted`, `missing` or `conflict`)."""
         saga_type, corr = self.redis.hmget(self.keys.saga(saga_id), "type", "corr")
@@ -210,10 +230,20 @@ class RedisStore:
         return self._run("step_begin", saga_id, [index, lease])
 
     def step_retry(
-        self, saga_id: str, index: int, lease: str, attempt: int, error: str, uncertain: bool
+        self,
+        saga_id: str,
+        index: int,
+        lease: str,
+        attempt: int,
+        error: str,
+        uncertain: bool,
+        countdown_ms: int,
     ) -> Reply:
-        """Record a failed attempt that will be retried (`ok`, `fenced` or `stale`)."""
-        return self._run("step_retry", saga_id, [index, lease, attempt, error, _flag(uncertain)])
+        """Record a failed attempt that will be retried in `countdown_ms` (`ok`, `fenced` or
+        `stale`); the sweep re-drives the step if no attempt begins by then (plus grace)."""
+        return self._run(
+            "step_retry", saga_id, [index, lease, attempt, error, _flag(uncertain), countdown_ms]
+        )
 
     def step_complete(
         self, saga_id: str, index: int, lease: str, attempt: int, output_json: str
@@ -238,8 +268,10 @@ class RedisStore:
     def comp_begin(self, saga_id: str, index: int, lease: str, timeout_ms: int) -> Reply:
         return self._run("comp_begin", saga_id, [index, lease, timeout_ms])
 
-    def comp_retry(self, saga_id: str, index: int, lease: str, attempt: int, error: str) -> Reply:
-        return self._run("comp_retry", saga_id, [index, lease, attempt, error])
+    def comp_retry(
+        self, saga_id: str, index: int, lease: str, attempt: int, error: str, countdown_ms: int
+    ) -> Reply:
+        return self._run("comp_retry", saga_id, [index, lease, attempt, error, countdown_ms])
 
     def comp_complete(self, saga_id: str, index: int, lease: str, attempt: int) -> Reply:
         return self._run("comp_complete", saga_id, [index, lease, attempt, uuid.uuid4().hex])
@@ -275,6 +307,35 @@ class RedisStore:
             if raw  # deleted between the two calls
         ]
         return int(total), records
+
+    def now_ms(self) -> int:
+        """Redis's clock, the one every deadline is measured by."""
+        seconds, micros = self.redis.time()
+        return int(seconds) * 1000 + int(micros) // 1000
+
+    def due_timers(self, limit: int) -> list[str]:
+        """Timers whose time has come, oldest first."""
+        due = self.redis.zrangebyscore(self.keys.timers, "-inf", self.now_ms(), 0, limit)
+        return [str(_text(member)) for member in due]
+
+    def oldest_pending(self, limit: int) -> list[str]:
+        """PENDING sagas in arrival order (FIFO)."""
+        ids = self.redis.zrange(self.keys.status("PENDING"), 0, limit - 1)
+        return [str(_text(i)) for i in ids]
+
+    def finished_before(self, epoch_ms: int, limit: int) -> list[str]:
+        """Sagas that reached COMPLETED or COMPENSATED before `epoch_ms`."""
+        ids = self.redis.zrangebyscore(self.keys.finished, "-inf", epoch_ms, 0, limit)
+        return [str(_text(i)) for i in ids]
+
+    def lock(self, name: str, ttl_ms: int) -> str | None:
+        """Take lock `name` for `ttl_ms`; the token to release it, or None if held."""
+        token = uuid.uuid4().hex
+        taken = self.redis.set(f"{self.keys.prefix}lock:{name}", token, nx=True, px=ttl_ms)
+        return token if taken else None
+
+    def unlock(self, name: str, token: str) -> None:
+        self._scripts["unlock"](keys=[f"{self.keys.prefix}lock:{name}"], args=[token])
 
     def count(self, status: str) -> int:
         return int(self.redis.zcard(self.keys.status(status)))

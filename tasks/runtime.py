@@ -26,7 +26,13 @@ def build_engine(settings: Settings) -> SagaEngine:
     """An engine wired to Redis, the HTTP client and the Celery dispatcher."""
     load_task_modules(settings.task_modules)
     client = redis.Redis.from_url(settings.redis_url, decode_responses=True)
-    store = RedisStore(client, settings.key_prefix, settings.history_limit)
+    store = RedisStore(
+        client,
+        settings.key_prefix,
+        settings.history_limit,
+        redrive_after_seconds=settings.redrive_after_seconds,
+        max_running=settings.max_concurrent_sagas,
+    )
     return SagaEngine(
         store, CeleryDispatcher(settings.queue), ActionExecutor(settings.services), settings
     )

@@ -8,18 +8,22 @@ if get('status') ~= 'COMPENSATING' then return {'stop'} end
 local cst = sget(i, 'cst')
 if cst == nil or cst == 'COMPENSATED' or cst == 'SKIPPED' then return {'done'} end
 if cst ~= 'PENDING' and cst ~= 'COMPENSATING' then return {'stop'} end
-if cst == 'COMPENSATING' and sget(i, 'clease') ~= ARGV[2] then return {'busy'} end
+if cst == 'COMPENSATING' and sget(i, 'clease') ~= ARGV[2] and sget(i, 'clease') ~= '' then
+  return {'busy'}
+end
 local now = now_ms()
 local att = tonumber(sget(i, 'catt') or '0') + 1
 if cst == 'PENDING' then
   local dl = now + tonumber(ARGV[3])
   sset(i, 'cst', 'COMPENSATING', 'st', 'COMPENSATING', 'clease', ARGV[2], 'catt', att, 'cdl', dl)
-  redis.call('ZADD', KEYS[3], dl, 'comp|' .. saga_id() .. '|' .. i)
+  set_step_timer('comp', i, dl)
+  clear_timer('cnext')
   commit(now, 'compensation_step_started', i)
   return with_context({'run', att, dl - now}, i)
 end
 local dl = tonumber(sget(i, 'cdl'))
 if now >= dl then return {'expired'} end
-sset(i, 'catt', att)
+sset(i, 'catt', att, 'clease', ARGV[2])
+set_step_timer('comp', i, dl)
 commit(now, 'compensation_attempt', i)
 return with_context({'run', att, dl - now}, i)

@@ -12,12 +12,13 @@ if cst ~= 'COMPENSATING' or sget(i, 'clease') ~= ARGV[2] or sget(i, 'catt') ~= A
 end
 local now = now_ms()
 sset(i, 'cst', 'COMPENSATED', 'st', 'COMPENSATED', 'cerr', '', 'ct1', now, 'ccid', ARGV[4])
-redis.call('ZREM', KEYS[3], 'comp|' .. saga_id() .. '|' .. i)
+clear_step_timer('comp', i)
 stat('compensations|completed')
 local n = tonumber(get('n'))
 for j = 0, n - 1 do
   local other = sget(j, 'cst')
   if other == 'PENDING' or other == 'COMPENSATING' then
+    set_timer('cnext', now + REDRIVE_MS)
     commit(now, 'step_compensated', i)
     return {'next'}
   end

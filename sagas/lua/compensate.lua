@@ -15,7 +15,8 @@ if status == 'RUNNING' or status == 'PENDING' then
   redis.call('HSET', SAGA, 'failure', failure_json(j, 'manual', ARGV[1]))
   if j ~= nil then
     set_status('COMPENSATING')
-    redis.call('ZREM', KEYS[3], 'saga|' .. saga_id())
+    clear_timer('saga')
+    clear_timer('next')
     commit(now, 'compensation_requested', j, ARGV[1])
     return {'deferred'}
   end
@@ -24,7 +25,4 @@ elseif status == 'COMPLETED' then
   redis.call('ZREM', KEYS[11], saga_id())
 end
 commit(now, 'compensation_requested', nil, ARGV[1])
-local list = start_compensation(now)
-local out = {'compensate'}
-for k = 1, #list do out[#out + 1] = list[k] end
-return out
+return reply_with('compensate', start_compensation(now))

@@ -5,7 +5,8 @@
 -- ARGV[5] definition JSON, ARGV[6] saga timeout ms, ARGV[7] request fingerprint ("" = no
 -- Idempotency-Key), ARGV[8] idempotency TTL seconds, then per step 4 values:
 -- name, has compensation ("1"/"0"), step timeout ms, max attempts.
--- Returns {"created", version}, {"exists", version} (a repeat of the same call is harmless),
+-- Returns {"created", version} (RUNNING: dispatch its steps), {"pending", version} (no slot:
+-- it waits as PENDING, FIFO, until `promote`), {"exists", version} (a repeat of the same call is harmless),
 -- {"idempotent", saga id} (the key was used before with the same request: that saga), or
 -- {"idempotency_conflict", saga id} (the key was used with a different request).
 -- Claiming the key and creating the saga are one step, so concurrent repeats of a request
@@ -29,7 +30,15 @@ for j = 0, n - 1 do
     'to', ARGV[base + 3], 'ma', ARGV[base + 4])
   if ARGV[base + 2] == '1' then sset(j, 'cst', 'PENDING', 'catt', 0) end
 end
-set_status('RUNNING')
+-- Admission: a slot if fewer than MAX_RUNNING run and nobody waits before us (FIFO).
+local admitted = redis.call('ZCARD', KEYS[STATUS_INDEX.RUNNING]) < MAX_RUNNING
+  and redis.call('ZCARD', KEYS[STATUS_INDEX.PENDING]) == 0
+if admitted then
+  set_status('RUNNING')
+  set_timer('next', now + REDRIVE_MS)
+else
+  set_status('PENDING')
+end
 redis.call('ZADD', KEYS[12], now, ARGV[1])
 redis.call('ZADD', KEYS[13], now, ARGV[1])
 redis.call('ZADD', KEYS[14], now, ARGV[1])
@@ -39,4 +48,5 @@ if ARGV[7] ~= '' then
   redis.call('HSET', KEYS[15], 'saga', ARGV[1], 'fp', ARGV[7])
   redis.call('EXPIRE', KEYS[15], ARGV[8])
 end
-return {'created', commit(now, 'created')}
+if admitted then return {'created', commit(now, 'created')} end
+return {'pending', commit(now, 'created')}

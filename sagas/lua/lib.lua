@@ -2,7 +2,12 @@
 -- KEYS layout common to all transitions:
 --   KEYS[1]  saga hash            <prefix>{<id>}
 --   KEYS[2]  saga history list    <prefix>{<id>}:history
---   KEYS[3]  timers sorted set    <prefix>timers   (members "saga|<id>", "step|<id>|<i>", "comp|<id>|<i>"; score epoch ms)
+--   KEYS[3]  timers sorted set    <prefix>timers   (score epoch ms: by then the sweep looks)
+--            "saga|<id>"       the saga's deadline
+--            "next|<id>"       the next step should have started (its message may be lost)
+--            "step|<id>|<i>"   step i's deadline, or after a retry: countdown + grace
+--            "cnext|<id>"      the next compensation should have started
+--            "comp|<id>|<i>"   step i's compensation deadline, or after a retry: countdown + grace
 --   KEYS[4]  stats hash           <prefix>stats    (counters for metrics)
 --   KEYS[5..10] status indexes    <prefix>idx:status:<STATUS> (score = created epoch ms)
 --   KEYS[11] finished sorted set  <prefix>finished (score = finished epoch ms, for retention)
@@ -18,6 +23,10 @@ local STATUS_INDEX = {PENDING = 5, RUNNING = 6, COMPLETED = 7, COMPENSATING = 8,
 local HISTORY_LIMIT = __HISTORY_LIMIT__
 -- Upper bounds (seconds) of the saga duration histogram; cumulative, like Prometheus's.
 local DURATION_BUCKETS = {__DURATION_BUCKETS__}
+-- How long a queued execution may show no sign of life before the sweep re-drives it (ms).
+local REDRIVE_MS = __REDRIVE_MS__
+-- Sagas RUNNING at once (MAX_CONCURRENT_SAGAS); more wait as PENDING.
+local MAX_RUNNING = __MAX_RUNNING__
 
 local function now_ms()
   local t = redis.call('TIME')
@@ -66,9 +75,16 @@ end
 
 local function stat(field, by) redis.call('HINCRBY', KEYS[4], field, by or 1) end
 
+local function set_timer(name, at) redis.call('ZADD', KEYS[3], at, name .. '|' .. saga_id()) end
+local function clear_timer(name) redis.call('ZREM', KEYS[3], name .. '|' .. saga_id()) end
+local function set_step_timer(kind, i, at)
+  redis.call('ZADD', KEYS[3], at, kind .. '|' .. saga_id() .. '|' .. i)
+end
+local function clear_step_timer(kind, i) redis.call('ZREM', KEYS[3], kind .. '|' .. saga_id() .. '|' .. i) end
+
 local function clear_timers(n)
   local id = saga_id()
-  redis.call('ZREM', KEYS[3], 'saga|' .. id)
+  redis.call('ZREM', KEYS[3], 'saga|' .. id, 'next|' .. id, 'cnext|' .. id)
   for j = 0, n - 1 do
     redis.call('ZREM', KEYS[3], 'step|' .. id .. '|' .. j, 'comp|' .. id .. '|' .. j)
   end
@@ -135,10 +151,27 @@ local function start_compensation(now)
     commit(now, 'saga_compensated')
   else
     set_status('COMPENSATING')
-    redis.call('ZREM', KEYS[3], 'saga|' .. saga_id())
+    clear_timer('saga')
+    clear_timer('next')
+    set_timer('cnext', now + REDRIVE_MS)
     commit(now, 'compensation_started')
   end
   return list
+end
+
+-- Compensations still to run, newest first (after a lost message or a failed round).
+local function compensations_left(n)
+  local list = {}
+  for j = n - 1, 0, -1 do
+    if sget(j, 'cst') == 'PENDING' then list[#list + 1] = j end
+  end
+  return list
+end
+
+local function reply_with(code, list)
+  local out = {code}
+  for k = 1, #list do out[#out + 1] = list[k] end
+  return out
 end
 
 -- What a step or compensation execution needs: payload, definition, correlation id, type

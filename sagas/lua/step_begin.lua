@@ -21,18 +21,23 @@ if status ~= 'RUNNING' then
   if st == 'RUNNING' then return {'fenced', sget(i, 'unc') or '0'} end
   return {'stop'}
 end
-if st == 'RUNNING' and sget(i, 'lease') ~= ARGV[2] then return {'busy'} end
+-- A lease emptied by the sweep (its execution showed no sign of life) may be taken over.
+if st == 'RUNNING' and sget(i, 'lease') ~= ARGV[2] and sget(i, 'lease') ~= '' then
+  return {'busy'}
+end
 local now = now_ms()
 if st == 'PENDING' then
   if i > 0 and sget(i - 1, 'st') ~= 'COMPLETED' then return {'stop'} end
   local dl = now + tonumber(sget(i, 'to'))
   sset(i, 'st', 'RUNNING', 'lease', ARGV[2], 'att', 1, 't0', now, 'dl', dl, 'unc', '0', 'fatt', 0)
   redis.call('HSET', SAGA, 'cur', i)
-  redis.call('ZADD', KEYS[3], dl, 'step|' .. saga_id() .. '|' .. i)
+  set_step_timer('step', i, dl)
+  clear_timer('next')
   commit(now, 'step_started', i)
   return with_context({'run', 1, dl - now}, i - 1)
 end
--- RUNNING under our lease: a Celery retry, or a redelivery after a lost worker. If the last
+-- RUNNING under our lease (a Celery retry, a redelivery after a lost worker) or a free one
+-- (a re-drive by the sweep). If the last
 -- attempt's failure was never recorded, that attempt vanished mid-way: its outcome is unknown.
 local att = tonumber(sget(i, 'att'))
 if tonumber(sget(i, 'fatt')) ~= att then sset(i, 'unc', '1') end
@@ -40,6 +45,7 @@ local unc = sget(i, 'unc')
 local dl = tonumber(sget(i, 'dl'))
 if now >= dl then return {'expired', unc} end
 if att >= tonumber(sget(i, 'ma')) then return {'exhausted', unc} end
-sset(i, 'att', att + 1)
+sset(i, 'att', att + 1, 'lease', ARGV[2])
+set_step_timer('step', i, dl)
 commit(now, 'step_attempt', i)
 return with_context({'run', att + 1, dl - now}, i - 1)

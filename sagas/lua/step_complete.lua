@@ -21,7 +21,7 @@ if st ~= 'RUNNING' or sget(i, 'lease') ~= ARGV[2] or sget(i, 'att') ~= ARGV[3] t
 end
 local now = now_ms()
 sset(i, 'st', 'COMPLETED', 'out', ARGV[4], 't1', now, 'err', '', 'unc', '0', 'cid', ARGV[5])
-redis.call('ZREM', KEYS[3], 'step|' .. saga_id() .. '|' .. i)
+clear_step_timer('step', i)
 stat('steps|completed')
 local n = tonumber(get('n'))
 if status == 'RUNNING' then
@@ -31,11 +31,9 @@ if status == 'RUNNING' then
     commit(now, 'saga_completed', i)
     return {'saga_completed'}
   end
+  set_timer('next', now + REDRIVE_MS)
   commit(now, 'step_completed', i)
   return {'next'}
 end
 commit(now, 'step_completed', i)
-local list = start_compensation(now)
-local out = {'compensate'}
-for k = 1, #list do out[#out + 1] = list[k] end
-return out
+return reply_with('compensate', start_compensation(now))

@@ -12,13 +12,10 @@ if status ~= 'RUNNING' and status ~= 'COMPENSATING' then return {'duplicate', st
 local now = now_ms()
 if ARGV[4] == '1' then sset(i, 'unc', '1') end
 sset(i, 'st', 'FAILED', 'err', ARGV[3], 't1', now)
-redis.call('ZREM', KEYS[3], 'step|' .. saga_id() .. '|' .. i)
+clear_step_timer('step', i)
 stat('steps|failed')
 if status == 'RUNNING' then
   redis.call('HSET', SAGA, 'failure', failure_json(i, ARGV[5], ARGV[3]))
 end
 commit(now, 'step_failed', i, ARGV[3])
-local list = start_compensation(now)
-local out = {'compensate'}
-for k = 1, #list do out[#out + 1] = list[k] end
-return out
+return reply_with('compensate', start_compensation(now))

@@ -1,5 +1,6 @@
 -- Record a failed attempt that will be retried; the step stays RUNNING.
--- ARGV[1] step index, ARGV[2] lease, ARGV[3] attempt, ARGV[4] error, ARGV[5] uncertain "1"/"0"
+-- ARGV[1] step index, ARGV[2] lease, ARGV[3] attempt, ARGV[4] error, ARGV[5] uncertain "1"/"0",
+-- ARGV[6] countdown ms (the sweep re-drives the step if no attempt begins by then + grace)
 -- Returns {"ok"}, {"fenced", uncertain} when compensation was requested meanwhile (the caller
 -- must fail the step instead of retrying), or {"stale"} when this attempt no longer holds it.
 local i = tonumber(ARGV[1])
@@ -9,5 +10,7 @@ if ARGV[5] == '1' then sset(i, 'unc', '1') end
 sset(i, 'err', ARGV[4], 'fatt', ARGV[3])
 if get('status') ~= 'RUNNING' then return {'fenced', sget(i, 'unc')} end
 stat('steps|retried')
-commit(now_ms(), 'step_retry', i, ARGV[4])
+local now = now_ms()
+set_step_timer('step', i, math.min(tonumber(sget(i, 'dl')), now + tonumber(ARGV[6]) + REDRIVE_MS))
+commit(now, 'step_retry', i, ARGV[4])
 return {'ok'}
