@@ -14,6 +14,8 @@ Why each choice (verified in ../shared/NOTES.md):
 
 from __future__ import annotations
 
+import os
+
 from sagas.settings import Settings
 
 _settings = Settings.from_env()
@@ -26,7 +28,7 @@ broker_transport_options = {
     "unacked_restore_throttle": 1,
     # Every kombu key of this deployment starts with the store's prefix, so that several
     # deployments (or test runs) can share one Redis database without seeing each other.
-    "global_keyprefix": _settings.key_prefix + "kombu:",
+    "global_keyprefix": os.environ.get("SAGA_BROKER_KEY_PREFIX", _settings.key_prefix + "kombu:"),
 }
 task_serializer = "json"
 result_serializer = "json"

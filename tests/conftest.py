@@ -127,6 +127,7 @@ def service_env(
         "COMPENSATION_TIMEOUT_SECONDS": "3",
         "SAGA_STEP_TIMEOUT_SECONDS": "20",
         "SAGA_MAX_OUTPUT_BYTES": "4096",
+        "SAGA_REDRIVE_AFTER_SECONDS": "1",
         "AUTH_SERVICE_URL": demo.urls["auth"],
         "AIRTABLE_CONNECTOR_URL": demo.urls["airtable"],
         "NOTIFICATION_SERVICE_URL": demo.urls["notification"],

@@ -11,3 +11,12 @@ from sagas.registry import TaskContext, saga_task
 @saga_task("test.fail")
 def fail(args: dict[str, Any], ctx: TaskContext) -> dict[str, Any]:
     raise StepError(args.get("message", "scripted failure"))
+
+
+@saga_task("test.sleep")
+def sleep(args: dict[str, Any], ctx: TaskContext) -> dict[str, Any]:
+    """Hang for `seconds` (a step or compensation that ignores its deadline)."""
+    import time
+
+    time.sleep(float(args.get("seconds", 1)))
+    return {"slept": args.get("seconds", 1)}
