@@ -28,7 +28,7 @@ test: install redis-server
 	$(BIN)/python -m pytest -m "not chaos" $(PYTEST_ARGS)
 
 chaos: install redis-server
-	$(BIN)/python -m pytest -m chaos $(PYTEST_ARGS)
+	$(BIN)/python -m pytest -m chaos -s $(PYTEST_ARGS)
 
 lint: install
 	$(BIN)/ruff check .

@@ -82,7 +82,7 @@ class Settings:
             ),
             redrive_after_seconds=_number(env, "SAGA_REDRIVE_AFTER_SECONDS", 60),
             visibility_timeout_seconds=int(
-                _number(env, "SAGA_VISIBILITY_TIMEOUT_SECONDS", 3600, minimum=60)
+                _number(env, "SAGA_VISIBILITY_TIMEOUT_SECONDS", 3600, minimum=5)
             ),
         )
 

@@ -6,6 +6,9 @@ Behaviour is chosen by the path, so a saga definition says what each call will m
   /flaky/<n>/<code>/...        <code> for the first n requests of each Idempotency-Key, then 200
   /slow/<seconds>/...          sleeps, then 200
   /switch/<name>/...           503 while `stub.down` holds <name>, else 200
+  /idem/<any of the above>     an idempotent service: the first successful request of an
+                               Idempotency-Key takes effect (`effect=True`) and its answer is
+                               stored; repeats replay it (`effect=False`), one at a time per key
 """
 
 from __future__ import annotations
@@ -34,6 +37,7 @@ class Call:
     body: Any
     status: int
     at: float
+    effect: bool = False  # under /idem/: this request took effect (not a replay, not failed)
 
 
 class StubService:
@@ -43,6 +47,8 @@ class StubService:
         self._lock = threading.Lock()
         self._ids = itertools.count(1)
         self._seen: Counter[tuple[str, str | None]] = Counter()
+        self._answers: dict[str, tuple[int, dict[str, Any]]] = {}
+        self._key_locks: dict[str, threading.Lock] = {}
         self._server = make_server("127.0.0.1", 0, self._wsgi, threaded=True)
         self.url = f"http://127.0.0.1:{self._server.server_port}"
         self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
@@ -74,19 +80,40 @@ class StubService:
         )
         with self._lock:
             self.ledger.append(call)
-        call.status, answer = self._behave(request, body)
+        call.status, answer = self._answer(request, body, call)
         response = Response(json.dumps(answer), status=call.status, mimetype="application/json")
         return response(environ, start_response)
 
-    def _behave(self, request: Request, body: Any) -> tuple[int, dict[str, Any]]:
-        parts = request.path.strip("/").split("/")
+    def effects(self, key: str) -> int:
+        """How many requests with this Idempotency-Key took effect (0 or 1 if honoured)."""
+        with self._lock:
+            return sum(1 for c in self.ledger if c.effect and c.idempotency_key == key)
+
+    def _answer(self, request: Request, body: Any, call: Call) -> tuple[int, dict[str, Any]]:
+        path = request.path
+        key = request.headers.get("Idempotency-Key")
+        if not path.startswith("/idem/") or key is None:
+            return self._behave(path, request, body)
+        with self._lock:
+            key_lock = self._key_locks.setdefault(key, threading.Lock())
+        with key_lock:  # one request per key at a time, as a real idempotent service
+            if key in self._answers:
+                return self._answers[key]
+            status, answer = self._behave(path[len("/idem") :], request, body)
+            if 200 <= status < 300:
+                self._answers[key] = (status, answer)
+                call.effect = True
+            return status, answer
+
+    def _behave(self, path: str, request: Request, body: Any) -> tuple[int, dict[str, Any]]:
+        parts = path.strip("/").split("/")
         kind = parts[0]
-        ok = {"id": f"r{next(self._ids)}", "path": request.path, "received": body}
+        ok = {"id": f"r{next(self._ids)}", "path": path, "received": body}
         if kind == "status":
             return int(parts[1]), {"error": f"scripted {parts[1]}"}
         if kind == "flaky":
             times, code = int(parts[1]), int(parts[2])
-            key = (request.path, request.headers.get("Idempotency-Key"))
+            key = (path, request.headers.get("Idempotency-Key"))
             with self._lock:
                 self._seen[key] += 1
                 seen = self._seen[key]
