@@ -160,6 +160,30 @@ def flower(no_auth: bool, flower_args: tuple[str, ...]) -> None:
     )
 
 
+@main.command()
+@click.option("--name", default=None, help="Consumer name in the group (default: host-pid).")
+def events(name: str | None) -> None:
+    """Consume the events stream (choreography): apply replies to waiting event steps and
+    start event-triggered workflows. Run one or more; a dead one's entries are reclaimed by
+    the sweep."""
+    import os
+    import socket
+    import threading
+
+    import wsgi  # noqa: F401  (configures Celery: the consumer enqueues the next steps)
+    from sagas.events import run_consumer
+    from sagas.log import configure_logging
+    from sagas.settings import Settings
+    from tasks.runtime import build_engine
+
+    configure_logging()
+    stop = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    signal.signal(signal.SIGINT, lambda *_: stop.set())
+    consumer = name or f"{socket.gethostname()}-{os.getpid()}"
+    run_consumer(build_engine(Settings.from_env()), consumer, stop)
+
+
 @main.command("demo-services")
 @click.option("--host", default="127.0.0.1", show_default=True, help="Address to listen on.")
 @click.option("--auth-port", type=int, default=8101, show_default=True)

@@ -205,9 +205,26 @@ def _parse_action(raw: Any, where: str, settings: Settings) -> Action:
     event = _require(raw, "event", str, f"{where}.event")
     if not EVENT_TYPE.match(event):
         raise errors.InvalidValue(f"{where}.event", "not a valid event type")
-    raise errors.UnsupportedStep(
-        f"{where}.event", "event steps (choreography) are not enabled in this version yet"
-    )
+    awaited = raw.get("await")
+    if not isinstance(awaited, Mapping):
+        raise errors.MissingField(
+            f"{where}.await", 'an event step awaits {"success": "<type>", "failure": "<type>"}'
+        )
+    success = _require(awaited, "success", str, f"{where}.await.success")
+    failure = awaited.get("failure")
+    for key, value in (("success", success), ("failure", failure)):
+        if value is not None and (not isinstance(value, str) or not EVENT_TYPE.match(value)):
+            raise errors.InvalidValue(f"{where}.await.{key}", "not a valid event type")
+    if failure == success:
+        raise errors.InvalidValue(f"{where}.await.failure", "must differ from success")
+    data = raw.get("data", {})
+    if not isinstance(data, Mapping):
+        raise errors.InvalidType(f"{where}.data", "must be a JSON object")
+    _check_size(data, f"{where}.data")
+    spec: dict[str, Any] = {"event": event, "await": {"success": success}, "data": dict(data)}
+    if failure is not None:
+        spec["await"]["failure"] = failure
+    return Action("event", spec)
 
 
 def _parse_http(raw: Mapping[str, Any], where: str, settings: Settings) -> Action:

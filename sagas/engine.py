@@ -28,6 +28,7 @@ from sagas.errors import (
     StepError,
     StepFailed,
 )
+from sagas.events import EventBus
 from sagas.log import bound
 from sagas.model import SagaRecord, SagaStatus
 from sagas.registry import TaskContext
@@ -64,13 +65,13 @@ class SweepReport:
     redriven: int = 0  # steps or compensations sent again
     compensation_failed: int = 0  # compensations past COMPENSATION_TIMEOUT_SECONDS
     admitted: int = 0  # PENDING sagas started
+    events_reclaimed: int = 0  # stream entries of dead consumers, applied
+    events_dead: int = 0  # stream entries delivered too often: dead letters
     expired: int = 0  # finished sagas deleted after SAGA_RETENTION_SECONDS
 
     @property
     def acted(self) -> bool:
-        return any(
-            (self.timed_out, self.redriven, self.compensation_failed, self.admitted, self.expired)
-        )
+        return any(value for name, value in vars(self).items() if name != "skipped")
 
     def as_dict(self) -> dict[str, int | bool]:
         return dict(vars(self))
@@ -119,6 +120,7 @@ class SagaEngine:
         self.dispatcher = dispatcher
         self.executor = executor
         self.settings = settings
+        self.events = EventBus(self)
 
     # --- starting and reading --------------------------------------------------------
     def start(
@@ -159,6 +161,7 @@ class SagaEngine:
         correlation_id: str | None = None,
         *,
         idempotency: Idempotency | None = None,
+        saga_id: str | None = None,
     ) -> Started:
         """Start one of the predefined workflows (`sagas.templates`).
 
@@ -167,7 +170,9 @@ class SagaEngine:
         from sagas.templates import build_definition
 
         return self.start(
-            build_definition(workflow, payload, correlation_id), idempotency=idempotency
+            build_definition(workflow, payload, correlation_id),
+            idempotency=idempotency,
+            saga_id=saga_id,
         )
 
     def get(self, saga_id: str) -> SagaRecord:
@@ -228,8 +233,8 @@ class SagaEngine:
         record = self.store.get(saga_id)
         with bound(saga_id=saga_id, correlation_id=record["correlation_id"]):
             log.info("compensation requested", extra={"reason": reason, "answer": reply.code})
-            self._dispatch_compensation(saga_id, reply, record["correlation_id"])
-        self._admit()
+            self.dispatch_compensation(saga_id, reply, record["correlation_id"])
+        self.admit()
         return record
 
     # --- steps -------------------------------------------------------------------------
@@ -264,6 +269,8 @@ class SagaEngine:
                 spec = _render(step["action"], saga_id, grant)
             except placeholders.MissingValue as exc:
                 raise StepFailed(f"{exc}; no call was made", uncertain=False) from None
+            if spec["kind"] == "event":
+                return self._publish_and_wait(saga_id, index, lease, step, spec, grant)
             try:
                 output = self.executor.run(spec, ctx, grant.remaining_ms / 1000)
             except StepError as exc:
@@ -275,12 +282,40 @@ class SagaEngine:
             if answer.code == "next":
                 return Continue()
             if answer.code == "saga_completed":
-                self._admit()
+                self.admit()
             elif answer.code == "compensate":
-                self._dispatch_compensation(saga_id, answer, grant.correlation_id)
+                self.dispatch_compensation(saga_id, answer, grant.correlation_id)
             elif answer.code == "stale":
                 log.warning("late step result refused: the step is %s", answer.values[0])
             return Stop(answer.code)
+
+    def _publish_and_wait(
+        self,
+        saga_id: str,
+        index: int,
+        lease: str,
+        step: Mapping[str, Any],
+        spec: Mapping[str, Any],
+        grant: Grant,
+    ) -> Outcome:
+        """An event step: publish its command, then wait for the reply event (the chain
+        stops here; the event consumer continues it)."""
+        self.events.publish_command(saga_id, step["name"], spec, grant.correlation_id)
+        answer = self.store.step_wait(saga_id, index, lease, grant.attempt)
+        log.info("step waits for %s", spec["await"]["success"], extra={"answer": answer.code})
+        if answer.code == "fenced":
+            raise StepFailed(
+                "compensation was requested; the command was already published",
+                uncertain=True,
+                reason="manual",
+            )
+        if answer.code == "next":
+            return Continue()
+        if answer.code == "saga_completed":
+            self.admit()
+        elif answer.code == "compensate":
+            self.dispatch_compensation(saga_id, answer, grant.correlation_id)
+        return Stop(answer.code)
 
     def _step_attempt_failed(
         self,
@@ -339,8 +374,8 @@ class SagaEngine:
         log.warning(
             "step failed: %s", message, extra={"uncertain": uncertain, "answer": answer.code}
         )
-        self._dispatch_compensation(saga_id, answer, correlation_id)
-        self._admit()
+        self.dispatch_compensation(saga_id, answer, correlation_id)
+        self.admit()
 
     # --- compensations -----------------------------------------------------------------
     def run_compensation(self, saga_id: str, index: int, lease: str) -> Outcome:
@@ -404,7 +439,7 @@ class SagaEngine:
         )
 
     # --- admission control and the sweep ------------------------------------------------
-    def _admit(self) -> list[str]:
+    def admit(self) -> list[str]:
         """Start PENDING sagas, oldest first, while slots are free; their ids."""
         admitted: list[str] = []
         while True:
@@ -437,7 +472,8 @@ class SagaEngine:
         try:
             for timer in self.store.due_timers(limit):
                 self._act_on(timer, report)
-            report.admitted = len(self._admit())
+            report.admitted = len(self.admit())
+            report.events_reclaimed, report.events_dead = self.events.reclaim()
             horizon = self.store.now_ms() - self.settings.retention_seconds * 1000
             for saga_id in self.store.finished_before(horizon, limit):
                 if self.store.delete(saga_id).code == "deleted":
@@ -458,7 +494,7 @@ class SagaEngine:
             log.warning("sweep: %s -> %s %s", timer.split("|")[0], reply.code, reply.values)
             if reply.code == "compensate":
                 report.timed_out += 1
-                self._dispatch_compensation(saga_id, reply, correlation_id)
+                self.dispatch_compensation(saga_id, reply, correlation_id)
             elif reply.code == "redrive_steps":
                 report.redriven += 1
                 first = int(str(reply.values[0]))
@@ -481,7 +517,7 @@ class SagaEngine:
             encoded = dumps({"truncated": True, "size_bytes": len(encoded)})
         return encoded
 
-    def _dispatch_compensation(self, saga_id: str, reply: Reply, correlation_id: str) -> None:
+    def dispatch_compensation(self, saga_id: str, reply: Reply, correlation_id: str) -> None:
         if reply.code == "compensate" and reply.values:
             self.dispatcher.run_compensations(
                 saga_id, [int(v) for v in reply.values], correlation_id
@@ -523,4 +559,6 @@ def _render(action: Mapping[str, Any], saga_id: str, grant: Grant) -> dict[str, 
             spec["body"] = placeholders.render(spec["body"], context)
     elif spec["kind"] == "task":
         spec["args"] = placeholders.render(spec.get("args") or {}, context)
+    elif spec["kind"] == "event":
+        spec["data"] = placeholders.render(spec.get("data") or {}, context)
     return spec

@@ -42,6 +42,9 @@ class Settings:
     task_modules: tuple[str, ...] = ()
     visibility_timeout_seconds: int = 3600
     redrive_after_seconds: float = 60  # no sign of life for this long: the sweep re-drives
+    events_maxlen: int = 100_000  # entries kept per stream (approximately)
+    event_max_deliveries: int = 5  # an event failing this often goes to the dead letters
+    event_reclaim_idle_seconds: float = 30  # a consumer silent this long: its entries move
 
     def __post_init__(self) -> None:
         # A task still running when the broker's visibility timeout passes is delivered a
@@ -81,6 +84,9 @@ class Settings:
                 m.strip() for m in env.get("SAGA_TASK_MODULES", "").split(",") if m.strip()
             ),
             redrive_after_seconds=_number(env, "SAGA_REDRIVE_AFTER_SECONDS", 60),
+            events_maxlen=int(_number(env, "SAGA_EVENTS_MAXLEN", 100_000, minimum=100)),
+            event_max_deliveries=int(_number(env, "SAGA_EVENT_MAX_DELIVERIES", 5, minimum=1)),
+            event_reclaim_idle_seconds=_number(env, "SAGA_EVENT_RECLAIM_IDLE_SECONDS", 30),
             visibility_timeout_seconds=int(
                 _number(env, "SAGA_VISIBILITY_TIMEOUT_SECONDS", 3600, minimum=5)
             ),

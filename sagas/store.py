@@ -41,6 +41,8 @@ TRANSITIONS = (
     "delete",
     "sweep",
     "promote",
+    "step_wait",
+    "event",
 )
 STANDALONE = ("list", "heartbeat", "workers_alive", "unlock")
 # Upper bounds (seconds) of the saga duration histogram, counted by the transitions.
@@ -100,6 +102,10 @@ class Keys:
         self.finished = f"{prefix}finished"
         self.all = f"{prefix}idx:all"
         self.workers = f"{prefix}workers"
+        self.events = f"{prefix}stream:events"  # incoming: replies and triggers
+        self.commands = f"{prefix}stream:commands"  # outgoing: event steps' commands
+        self.unmatched = f"{prefix}stream:unmatched"  # events no saga awaited
+        self.dead = f"{prefix}stream:dead"  # events that failed too often (poison)
 
     def saga(self, saga_id: str) -> str:
         return f"{self.prefix}{{{saga_id}}}"
@@ -189,11 +195,14 @@ class RedisStore:
             idempotency.ttl_seconds if idempotency else 0,
         ]
         for step in definition.steps:
+            awaited = step.action.spec.get("await", {}) if step.action.kind == "event" else {}
             args += [
                 step.name,
                 "1" if step.compensation else "0",
                 int(step.timeout_seconds * 1000),
                 step.retry.max_attempts,
+                awaited.get("success", ""),
+                awaited.get("failure", ""),
             ]
         extra = [
             self.keys.all,
@@ -204,6 +213,27 @@ class RedisStore:
             else self.keys.scratch(),
         ]
         return self._run("create", saga_id, args, extra)
+
+    def step_wait(self, saga_id: str, index: int, lease: str, attempt: int) -> Reply:
+        """An event step's command is out: WAITING (or settled at once by an early reply)."""
+        return self._run("step_wait", saga_id, [index, lease, attempt])
+
+    def event(self, saga_id: str, event_type: str, data_json: str, event_id: str) -> Reply:
+        """Apply an incoming event to the saga (see lua/event.lua for the answers)."""
+        return self._run("event", saga_id, [event_type, data_json, event_id])
+
+    def append(self, stream: str, fields: dict[str, str], maxlen: int) -> str:
+        """Add an entry to a stream (trimmed to about `maxlen`); its id."""
+        entry_id = self.redis.xadd(stream, fields, maxlen=maxlen, approximate=True)  # type: ignore[arg-type]
+        return str(_text(entry_id))
+
+    def read_stream(self, stream: str, count: int) -> list[dict[str, Any]]:
+        """The newest `count` entries of a stream, newest first, with their ids."""
+        entries: Any = self.redis.xrevrange(stream, count=count)
+        return [
+            {"id": str(_text(i)), **{str(_text(k)): _text(v) for k, v in (f or {}).items()}}
+            for i, f in entries or []
+        ]
 
     def promote(self, saga_id: str) -> Reply:
         """Give PENDING saga `saga_id` a slot if one is free (`promoted`, `full`, `none`)."""

@@ -628,3 +628,13 @@ def _validate(workflow: str, payload: dict[str, Any]) -> None:
     if len(message) > MAX_MESSAGE:
         message = message[: MAX_MESSAGE - 3] + "..."
     raise InvalidPayload(field, message)
+
+
+# Event types that start a workflow by themselves (choreography): the event's data is the
+# payload. POST /events/airtable.webhook_received {"data": {...}} starts webhook_processing.
+TRIGGERS: dict[str, tuple[str, ...]] = {"webhook_processing": ("airtable.webhook_received",)}
+
+
+def triggered_by(event_type: str) -> list[str]:
+    """The workflows that an event of `event_type` (with no saga or correlation id) starts."""
+    return [name for name, types in TRIGGERS.items() if event_type in types]

@@ -86,6 +86,9 @@ def wait_status(client: FlaskClient, saga_id: str, *statuses: str) -> dict[str, 
         ("POST", "/workflows/user_registration/start"),
         ("GET", "/metrics"),
         ("GET", "/metrics/prometheus"),
+        ("POST", "/events/some.event"),
+        ("GET", "/events/unmatched"),
+        ("GET", "/events/dead-letters"),
     ],
 )
 def test_every_endpoint_but_health_and_docs_needs_a_key(app: Flask, method: str, path: str) -> None:
@@ -474,6 +477,24 @@ def test_openapi_documents_every_contract_path(client: FlaskClient) -> None:
         "/workflows/{workflow}/start": {"post"},
         "/metrics": {"get"},
         "/metrics/prometheus": {"get"},
+        "/events/{event_type}": {"post"},
     }
     for path, methods in expected.items():
         assert methods <= paths.get(path, set()), path
+
+
+def test_events_endpoints(client: FlaskClient) -> None:
+    """POST /events/{type} answers 202 with the event id and the sagas it matches; a bad type
+    or body is 422 naming the field; the unmatched and dead-letter streams are listed."""
+    doc = start(client)
+    response = client.post("/events/order.paid", json={"saga_id": doc["saga_id"], "data": {}})
+    assert response.status_code == 202
+    body = response.get_json()
+    assert body["event_id"] and body["matched_sagas"] == []  # no step of it awaits order.paid
+    bad = client.post("/events/bad type!", json={})
+    assert bad.status_code == 422 and "event_type" in bad.get_json()["errors"]["path"]
+    bad = client.post("/events/x.y", json={"data": [1]})
+    assert bad.status_code == 422 and "data" in bad.get_json()["errors"]["json"]
+    for path in ("/events/unmatched", "/events/dead-letters?limit=5"):
+        listing = client.get(path)
+        assert listing.status_code == 200 and isinstance(listing.get_json()["items"], list)

@@ -107,8 +107,20 @@ CASES = [
     (
         "steps.1.action",
         {"event": "payment.charge_requested"},
-        errors.UnsupportedStep,
-        "steps[1].action.event",
+        errors.MissingField,
+        "steps[1].action.await",
+    ),
+    (
+        "steps.1.action",
+        {"event": "payment.charge_requested", "await": {"success": "bad type!"}},
+        errors.InvalidValue,
+        "steps[1].action.await.success",
+    ),
+    (
+        "steps.1.action",
+        {"event": "pay", "await": {"success": "paid", "failure": "paid"}},
+        errors.InvalidValue,
+        "steps[1].action.await.failure",
     ),
     ("steps.1.compensation", {"event": "x"}, errors.UnsupportedStep, "steps[1].compensation"),
     (

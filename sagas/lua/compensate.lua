@@ -13,6 +13,14 @@ local n = tonumber(get('n'))
 if status == 'RUNNING' or status == 'PENDING' then
   local j = in_flight(n)
   redis.call('HSET', SAGA, 'failure', failure_json(j, 'manual', ARGV[1]))
+  if j ~= nil and sget(j, 'st') == 'WAITING' then
+    -- Nobody else would settle a waiting step: fence it off now (its command is out, so it
+    -- counts as uncertain) and compensate; its reply, if it comes, is refused.
+    sset(j, 'st', 'FAILED', 'unc', '1', 't1', now, 'err', 'compensation requested while waiting')
+    clear_step_timer('step', j)
+    stat('steps|failed')
+    j = nil
+  end
   if j ~= nil then
     set_status('COMPENSATING')
     clear_timer('saga')

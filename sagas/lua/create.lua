@@ -3,8 +3,9 @@
 --       KEYS[14] idx:corr:<correlation id>, KEYS[15] idempotency key (hash: saga, fp)
 -- ARGV[1] saga id, ARGV[2] type, ARGV[3] correlation id, ARGV[4] payload JSON,
 -- ARGV[5] definition JSON, ARGV[6] saga timeout ms, ARGV[7] request fingerprint ("" = no
--- Idempotency-Key), ARGV[8] idempotency TTL seconds, then per step 4 values:
--- name, has compensation ("1"/"0"), step timeout ms, max attempts.
+-- Idempotency-Key), ARGV[8] idempotency TTL seconds, then per step 6 values:
+-- name, has compensation ("1"/"0"), step timeout ms, max attempts, and for event steps the
+-- awaited success and failure event types ("" otherwise).
 -- Returns {"created", version} (RUNNING: dispatch its steps), {"pending", version} (no slot:
 -- it waits as PENDING, FIFO, until `promote`), {"exists", version} (a repeat of the same call is harmless),
 -- {"idempotent", saga id} (the key was used before with the same request: that saga), or
@@ -19,15 +20,17 @@ if ARGV[7] ~= '' then
   end
 end
 if redis.call('EXISTS', SAGA) == 1 then return {'exists', tonumber(get('ver'))} end
-local now = now_ms()
-local n = (#ARGV - 8) / 4
+local clock = redis.call('TIME')
+local now = tonumber(clock[1]) * 1000 + math.floor(tonumber(clock[2]) / 1000)
+local arrived = string.format('%d.%03d', now, tonumber(clock[2]) % 1000)
+local n = (#ARGV - 8) / 6
 redis.call('HSET', SAGA, 'id', ARGV[1], 'type', ARGV[2], 'corr', ARGV[3], 'payload', ARGV[4],
   'def', ARGV[5], 'n', n, 'created', now, 'updated', now, 'deadline', now + tonumber(ARGV[6]),
-  'finished', '', 'failure', '', 'cfailure', '', 'cur', -1, 'ver', 0)
+  'finished', '', 'failure', '', 'cfailure', '', 'cur', -1, 'ver', 0, 'arrived', arrived)
 for j = 0, n - 1 do
-  local base = 8 + j * 4
+  local base = 8 + j * 6
   sset(j, 'name', ARGV[base + 1], 'st', 'PENDING', 'att', 0, 'hc', ARGV[base + 2],
-    'to', ARGV[base + 3], 'ma', ARGV[base + 4])
+    'to', ARGV[base + 3], 'ma', ARGV[base + 4], 'aws', ARGV[base + 5], 'awf', ARGV[base + 6])
   if ARGV[base + 2] == '1' then sset(j, 'cst', 'PENDING', 'catt', 0) end
 end
 -- Admission: a slot if fewer than MAX_RUNNING run and nobody waits before us (FIFO).

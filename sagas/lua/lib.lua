@@ -57,7 +57,11 @@ local function set_status(new)
   local old = get('status')
   local id = saga_id()
   if old and STATUS_INDEX[old] then redis.call('ZREM', KEYS[STATUS_INDEX[old]], id) end
-  redis.call('ZADD', KEYS[STATUS_INDEX[new]], get('created'), id)
+  -- Scores are creation epoch ms; PENDING's carry microseconds too (field "arrived"), so that
+  -- admission is first come, first served even within one millisecond.
+  local score = get('created')
+  if new == 'PENDING' then score = get('arrived') or score end
+  redis.call('ZADD', KEYS[STATUS_INDEX[new]], score, id)
   redis.call('HSET', SAGA, 'status', new)
 end
 
@@ -186,4 +190,37 @@ local function with_context(head, upto)
   local ctx = context(upto)
   for k = 1, #ctx do head[#head + 1] = ctx[k] end
   return head
+end
+
+-- An event settles step i (WAITING): "success" completes it with the event's data as output,
+-- "failure" fails it (the service answered: certain). Returns the transition's reply.
+local function settle(i, outcome, data, event_id, event_type, now)
+  clear_step_timer('step', i)
+  local status = get('status')
+  local n = tonumber(get('n'))
+  if outcome == 'success' then
+    sset(i, 'st', 'COMPLETED', 'out', data, 't1', now, 'err', '', 'unc', '0', 'ei', event_id)
+    stat('steps|completed')
+    if status == 'RUNNING' then
+      if i == n - 1 then
+        redis.call('HSET', SAGA, 'cur', -1)
+        finish(now, 'COMPLETED')
+        commit(now, 'saga_completed', i, event_type)
+        return {'saga_completed'}
+      end
+      set_timer('next', now + REDRIVE_MS)
+      commit(now, 'step_completed', i, event_type)
+      return {'next', i}
+    end
+    commit(now, 'step_completed', i, event_type)
+    return reply_with('compensate', start_compensation(now))
+  end
+  local message = 'failure event ' .. event_type .. ': ' .. data
+  sset(i, 'st', 'FAILED', 'err', message, 't1', now, 'unc', '0', 'ei', event_id)
+  stat('steps|failed')
+  if status == 'RUNNING' then
+    redis.call('HSET', SAGA, 'failure', failure_json(i, 'error', message))
+  end
+  commit(now, 'step_failed', i, message)
+  return reply_with('compensate', start_compensation(now))
 end

@@ -52,14 +52,20 @@ end
 
 if kind == 'step' then
   local st = sget(index, 'st')
-  if (st ~= 'RUNNING') or (status ~= 'RUNNING' and status ~= 'COMPENSATING') then
+  if (st ~= 'RUNNING' and st ~= 'WAITING') or (status ~= 'RUNNING' and status ~= 'COMPENSATING')
+  then
     return drop()
   end
   local dl = tonumber(sget(index, 'dl'))
+  if st == 'WAITING' and now < dl then
+    set_step_timer('step', index, dl)
+    return {'none'}
+  end
   if now >= dl then
     -- Deadline passed without a result: uncertain unless the last attempt's failure was seen.
     local unc = sget(index, 'unc')
     if tonumber(sget(index, 'fatt')) ~= tonumber(sget(index, 'att')) then unc = '1' end
+    if st == 'WAITING' then unc = '1' end  -- its command is out: the service may have acted
     sset(index, 'st', 'FAILED', 'unc', unc, 't1', now, 'lease', '',
       'err', 'the step deadline passed without a result')
     drop()

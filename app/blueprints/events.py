@@ -1,0 +1,100 @@
+"""`/events`: publish events (choreography), and see those no saga awaited or that failed."""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+from flask.views import MethodView
+from flask_smorest import Blueprint, abort
+from marshmallow import fields, validate
+
+from app.blueprints.sagas import engine
+from app.schemas import StrictSchema
+
+blp = Blueprint(
+    "events",
+    __name__,
+    url_prefix="/events",
+    description="Choreography: events on Redis streams (docs/events.md)",
+)
+EVENT_TYPE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.:-]{0,199}$")
+
+
+class EventSchema(StrictSchema):
+    saga_id = fields.String(
+        allow_none=True,
+        validate=validate.Length(min=1, max=100),
+        metadata={"description": "the saga the event is for"},
+    )
+    correlation_id = fields.String(
+        allow_none=True,
+        validate=validate.Length(min=1, max=200),
+        metadata={"description": "or the sagas with this id"},
+    )
+    data = fields.Dict(
+        load_default=dict, metadata={"description": "the output of the step it completes"}
+    )
+
+
+class PublishedSchema(StrictSchema):
+    event_id = fields.String()
+    matched_sagas = fields.List(fields.String())
+
+
+class EntrySchema(StrictSchema):
+    id = fields.String()
+    type = fields.String()
+    saga_id = fields.String()
+    correlation_id = fields.String()
+    data = fields.String(metadata={"description": "the event's data, JSON"})
+    event_id = fields.String()
+    outcome = fields.String()
+    deliveries = fields.String()
+
+
+class EntriesSchema(StrictSchema):
+    items = fields.List(fields.Nested(EntrySchema))
+
+
+class LimitSchema(StrictSchema):
+    limit = fields.Integer(load_default=50, validate=validate.Range(min=1, max=500))
+
+
+@blp.route("/<event_type>")
+class Publish(MethodView):
+    @blp.arguments(EventSchema)
+    @blp.response(202, PublishedSchema)
+    def post(self, event: dict[str, Any], event_type: str) -> Any:
+        """Publish an event: a reply to an event step (by saga_id or correlation_id), or a
+        trigger (neither) that starts the workflows declaring it"""
+        if not EVENT_TYPE.match(event_type):
+            abort(
+                422,
+                errors={"path": {"event_type": ["not a valid event type"]}},
+                message="invalid event_type",
+            )
+        published = engine().events.publish(
+            event_type, event.get("saga_id"), event.get("correlation_id"), event["data"]
+        )
+        return {"event_id": published.event_id, "matched_sagas": published.matched}
+
+
+@blp.route("/unmatched")
+class Unmatched(MethodView):
+    @blp.arguments(LimitSchema, location="query")
+    @blp.response(200, EntriesSchema)
+    def get(self, args: dict[str, Any]) -> Any:
+        """Events that no saga awaited (newest first)"""
+        store = engine().store
+        return {"items": store.read_stream(store.keys.unmatched, args["limit"])}
+
+
+@blp.route("/dead-letters")
+class DeadLetters(MethodView):
+    @blp.arguments(LimitSchema, location="query")
+    @blp.response(200, EntriesSchema)
+    def get(self, args: dict[str, Any]) -> Any:
+        """Events that could not be applied after SAGA_EVENT_MAX_DELIVERIES deliveries"""
+        store = engine().store
+        return {"items": store.read_stream(store.keys.dead, args["limit"])}
