@@ -279,15 +279,9 @@ class SagaEngine:
                 saga_id, index, lease, grant.attempt, self._encode_output(output)
             )
             log.info("step completed", extra={"answer": answer.code})
-            if answer.code == "next":
-                return Continue()
-            if answer.code == "saga_completed":
-                self.admit()
-            elif answer.code == "compensate":
-                self.dispatch_compensation(saga_id, answer, grant.correlation_id)
-            elif answer.code == "stale":
+            if answer.code == "stale":
                 log.warning("late step result refused: the step is %s", answer.values[0])
-            return Stop(answer.code)
+            return self._after_step(saga_id, answer, grant.correlation_id)
 
     def _publish_and_wait(
         self,
@@ -309,12 +303,16 @@ class SagaEngine:
                 uncertain=True,
                 reason="manual",
             )
+        return self._after_step(saga_id, answer, grant.correlation_id)
+
+    def _after_step(self, saga_id: str, answer: Reply, correlation_id: str) -> Outcome:
+        """Act on a step's settling: continue the chain, free a slot, or compensate."""
         if answer.code == "next":
             return Continue()
         if answer.code == "saga_completed":
             self.admit()
         elif answer.code == "compensate":
-            self.dispatch_compensation(saga_id, answer, grant.correlation_id)
+            self.dispatch_compensation(saga_id, answer, correlation_id)
         return Stop(answer.code)
 
     def _step_attempt_failed(
