@@ -189,11 +189,35 @@ def events(name: str | None) -> None:
 @click.option("--auth-port", type=int, default=8101, show_default=True)
 @click.option("--airtable-port", type=int, default=8102, show_default=True)
 @click.option("--notification-port", type=int, default=8103, show_default=True)
-def demo_services(host: str, auth_port: int, airtable_port: int, notification_port: int) -> None:
+@click.option(
+    "--redis-url",
+    envvar="REDIS_URL",
+    show_envvar=True,
+    default=None,
+    help="Redis whose commands stream the notification service consumes (choreography: "
+    "ai_analysis's run_analysis step). Without it the services speak HTTP only.",
+)
+@click.option(
+    "--key-prefix",
+    # read like the orchestrator's Settings: an empty SAGA_KEY_PREFIX is an empty prefix
+    default=lambda: os.environ.get("SAGA_KEY_PREFIX", "saga:"),
+    show_default="$SAGA_KEY_PREFIX, else saga:",
+    help="The orchestrator's key prefix: streams <prefix>stream:commands and :events.",
+)
+def demo_services(
+    host: str,
+    auth_port: int,
+    airtable_port: int,
+    notification_port: int,
+    redis_url: str | None,
+    key_prefix: str,
+) -> None:
     """Play the auth, airtable and notification services for local runs and demos.
 
     Point the orchestrator at them with AUTH_SERVICE_URL=http://127.0.0.1:8101,
     AIRTABLE_CONNECTOR_URL=http://127.0.0.1:8102, NOTIFICATION_SERVICE_URL=http://127.0.0.1:8103.
+    With a Redis URL the notification service also consumes <prefix>stream:commands
+    (consumer group demo-automation) and replies on <prefix>stream:events.
     """
     try:
         from demo.services import serve
@@ -208,6 +232,8 @@ def demo_services(host: str, auth_port: int, airtable_port: int, notification_po
         serve(
             host=host,
             ports={"auth": auth_port, "airtable": airtable_port, "notification": notification_port},
+            redis_url=redis_url or None,
+            key_prefix=key_prefix,
         )
 
 

@@ -37,6 +37,16 @@ nothing. A repeated `Idempotency-Key` with the same method and path gets the fir
 again without acting twice. Each request is logged on one line: service, method, path,
 status and `X-Correlation-Id`.
 
+Choreography: given a Redis URL, the notification service also consumes the commands
+stream `<prefix>stream:commands` in its own consumer group `demo-automation` (created at id
+0). For `ai.analysis_requested` it creates the AI job exactly as `POST /ai/jobs` would (so
+`DELETE /ai/jobs/<job_id>` undoes it) and appends the reply to `<prefix>stream:events`:
+`ai.analysis_completed` with the job as data, or `ai.analysis_failed` with
+`{"error": ...}` (for `"demo_fail": true` in the command's data, or invalid data). The
+reply carries the command's saga_id and correlation_id. A repeated idempotency_key acts
+once and republishes the first reply. A command is acknowledged only once its reply is
+written; other command types are acknowledged and ignored. One log line per command.
+
 Each service starts with demo data (`seed`), so the workflows can be tried at once:
 auth user `usr_demo` with workspace `ws_demo`; Airtable base `appDemoBase` with tables
 `Contacts` (three records) and `AI Results`, and webhook `whDemo` on `Contacts`.
@@ -47,7 +57,9 @@ from __future__ import annotations
 import copy
 import json
 import logging
+import os
 import signal
+import socket
 import threading
 import uuid
 from collections import OrderedDict
@@ -55,7 +67,9 @@ from collections.abc import Callable, Iterable, Mapping
 from datetime import UTC, datetime
 from types import FrameType
 from typing import Any, TypeVar
+from urllib.parse import urlsplit, urlunsplit
 
+import redis
 from werkzeug.exceptions import HTTPException
 from werkzeug.routing import Map, Rule
 from werkzeug.serving import BaseWSGIServer, WSGIRequestHandler, make_server
@@ -70,6 +84,7 @@ ENV_VARS = {
 }
 DEMO_FAILURE = "demo failure requested"
 MAX_REMEMBERED_KEYS = 10_000
+COMMAND_BLOCK_MS = 1000  # how long one XREADGROUP waits for commands (and stop() at most)
 
 log = logging.getLogger("demo.services")
 
@@ -157,10 +172,16 @@ class DemoApp:
 
     KIND = ""
     ROUTES: tuple[tuple[str, str, str], ...] = ()
+    # Commands of `<prefix>stream:commands` this service acts on: command type ->
+    # (handler method name, success event type, failure event type). A handler takes the
+    # command's data like a route's handler takes its JSON body.
+    COMMANDS: dict[str, tuple[str, str, str]] = {}
+    COMMAND_GROUP = ""  # the service's consumer group on the commands stream
 
     def __init__(self, seed: bool = True) -> None:
         self.lock = threading.RLock()  # one request at a time: the state is plain dicts
         self._replies: OrderedDict[tuple[str, str, str], Answer] = OrderedDict()
+        self._command_replies: OrderedDict[str, tuple[str, JSON]] = OrderedDict()
         self._url_map = Map(
             [Rule(path, methods=[method], endpoint=name) for method, path, name in self.ROUTES]
         )
@@ -219,6 +240,34 @@ class DemoApp:
                 while len(self._replies) > MAX_REMEMBERED_KEYS:
                     self._replies.popitem(last=False)
             return status, answer, False
+
+    def command(self, command_type: str, data: Any, key: str) -> tuple[str, JSON, bool] | None:
+        """Act on one command of the commands stream: (reply event type, reply data, whether
+        it replays the reply to an earlier command with the same idempotency `key`); None
+        for a type this service does not handle."""
+        spec = self.COMMANDS.get(command_type)
+        if spec is None:
+            return None
+        handler, success, failure = spec
+        with self.lock:
+            if key and key in self._command_replies:
+                reply_type, answer = self._command_replies[key]
+                return reply_type, copy.deepcopy(answer), True
+            if not isinstance(data, dict):
+                reply_type, answer = failure, {"error": "the command's data must be a JSON object"}
+            elif data.get("demo_fail") is True:
+                reply_type, answer = failure, {"error": DEMO_FAILURE}
+            else:
+                try:
+                    _status, created = getattr(self, handler)(data)
+                    reply_type, answer = success, dict(created)
+                except ServiceError as exc:
+                    reply_type, answer = failure, {"error": exc.message}
+            if key:
+                self._command_replies[key] = (reply_type, copy.deepcopy(answer))
+                while len(self._command_replies) > MAX_REMEMBERED_KEYS:
+                    self._command_replies.popitem(last=False)
+            return reply_type, answer, False
 
     def _dispatch(self, request: Request) -> Answer:
         try:
@@ -668,6 +717,10 @@ class NotificationDemo(DemoApp):
         ("POST", "/ai/jobs", "create_job"),
         ("DELETE", "/ai/jobs/<job_id>", "delete_job"),
     )
+    COMMANDS = {
+        "ai.analysis_requested": ("create_job", "ai.analysis_completed", "ai.analysis_failed"),
+    }
+    COMMAND_GROUP = "demo-automation"
     CHANNELS = ("email", "in_app", "webhook")
     OPERATIONS: dict[str, Callable[[str], str]] = {
         "trim": str.strip,
@@ -803,6 +856,146 @@ class _QuietHandler(WSGIRequestHandler):
         return None
 
 
+def _masked(url: str) -> str:
+    parts = urlsplit(url)
+    if parts.password:
+        netloc = parts.netloc.replace(f":{parts.password}@", ":***@")
+        return urlunsplit(parts._replace(netloc=netloc))
+    return url
+
+
+def _entries(answer: Any) -> list[tuple[str, dict[str, str] | None]]:
+    """XREADGROUP's entries (RESP2: [[stream, entries]]; RESP3: {stream: entries})."""
+    batches = answer.values() if isinstance(answer, dict) else [b for _, b in answer or []]
+    return [(str(entry_id), fields) for batch in batches for entry_id, fields in batch]
+
+
+class CommandConsumer:
+    """Consumes `<prefix>stream:commands` for one app (its `COMMANDS`) in a thread, in the
+    app's consumer group; replies go to `<prefix>stream:events`.
+
+    At start, and after losing Redis, it first goes once through the entries delivered to it
+    but not acknowledged (id 0), then reads new ones (`>`), blocking COMMAND_BLOCK_MS.
+    """
+
+    def __init__(self, app: DemoApp, redis_url: str, key_prefix: str) -> None:
+        self.app = app
+        self.commands = f"{key_prefix}stream:commands"
+        self.events = f"{key_prefix}stream:events"
+        self.group = app.COMMAND_GROUP
+        self.name = f"{socket.gethostname()}-{os.getpid()}-{app.KIND}"
+        # No socket timeout: redis-py 8's default (5 s) would cut a long BLOCK short.
+        self.client = redis.Redis.from_url(
+            redis_url, decode_responses=True, socket_timeout=None, socket_connect_timeout=5
+        )
+        self._stop = threading.Event()
+        self._thread = threading.Thread(
+            target=self._run, name=f"demo-{app.KIND}-commands", daemon=True
+        )
+
+    def start(self) -> CommandConsumer:
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        """Stop reading (within about COMMAND_BLOCK_MS) and close the connection."""
+        self._stop.set()
+        self._thread.join(COMMAND_BLOCK_MS / 1000 + 5)
+        if not self._thread.is_alive():
+            self.client.close()
+
+    def _ensure_group(self) -> None:
+        try:
+            self.client.xgroup_create(self.commands, self.group, id="0", mkstream=True)
+        except redis.ResponseError as exc:
+            if "BUSYGROUP" not in str(exc):
+                raise
+
+    def _run(self) -> None:
+        group_ready = False
+        backlog: str | None = "0"  # where the pass over unacknowledged entries is, if any
+        while not self._stop.is_set():
+            try:
+                if not group_ready:
+                    self._ensure_group()
+                    group_ready = True
+                answer: Any = self.client.xreadgroup(
+                    self.group,
+                    self.name,
+                    {self.commands: backlog or ">"},
+                    count=50,
+                    block=None if backlog else COMMAND_BLOCK_MS,
+                )
+                entries = _entries(answer)
+                if backlog is not None:
+                    backlog = entries[-1][0] if entries else None
+                for entry_id, fields in entries:
+                    self._handle_safely(entry_id, fields)
+            except (redis.ConnectionError, redis.TimeoutError) as exc:
+                log.warning("%s commands: Redis unreachable (%s); retrying", self.app.KIND, exc)
+                group_ready, backlog = False, "0"
+                self._stop.wait(1)
+            except redis.RedisError as exc:  # e.g. NOGROUP: Redis lost its data meanwhile
+                log.warning("%s commands: %s; retrying", self.app.KIND, exc)
+                group_ready, backlog = False, "0"
+                self._stop.wait(1)
+
+    def _handle_safely(self, entry_id: str, fields: Mapping[str, str] | None) -> None:
+        try:
+            self._handle(entry_id, fields)
+        except redis.RedisError:
+            raise
+        except Exception:  # a bug: leave it pending, to be retried by the next backlog pass
+            log.exception("%s command %s not handled; it stays pending", self.app.KIND, entry_id)
+
+    def _handle(self, entry_id: str, fields: Mapping[str, str] | None) -> None:
+        if not fields:  # trimmed away since it was delivered
+            self.client.xack(self.commands, self.group, entry_id)
+            return
+        command_type = fields.get("type", "")
+        try:
+            data = json.loads(fields.get("data") or "{}")
+        except ValueError:
+            data = None
+        outcome = self.app.command(command_type, data, fields.get("idempotency_key", ""))
+        if outcome is None:  # not ours
+            self.client.xack(self.commands, self.group, entry_id)
+            return
+        reply_type, reply, replayed = outcome
+        saga_id, correlation_id = fields.get("saga_id", ""), fields.get("correlation_id", "")
+        reply_id = self.client.xadd(
+            self.events,
+            {
+                "type": reply_type,
+                "saga_id": saga_id,
+                "correlation_id": correlation_id,
+                "data": json.dumps(reply),
+            },
+        )
+        self.client.xack(self.commands, self.group, entry_id)
+        log.info(
+            "%s command %s %s -> %s %s correlation_id=%s saga_id=%s%s",
+            self.app.KIND,
+            command_type,
+            entry_id,
+            reply_type,
+            reply_id,
+            correlation_id or "-",
+            saga_id or "-",
+            " (idempotent replay)" if replayed else "",
+            extra={
+                "service": self.app.KIND,
+                "command": command_type,
+                "entry_id": entry_id,
+                "reply": reply_type,
+                "reply_id": str(reply_id),
+                "replayed": replayed,
+                "correlation_id": correlation_id or None,
+                "saga_id": saga_id or None,
+            },
+        )
+
+
 class DemoServices:
     """Demo services running in threads: `urls` (kind -> base URL), `state(kind)`,
     `app(kind)` for seeding, `env()` with the orchestrator's variables, `stop()`."""
@@ -813,10 +1006,12 @@ class DemoServices:
         servers: dict[str, BaseWSGIServer],
         threads: dict[str, threading.Thread],
         host: str,
+        consumers: list[CommandConsumer] | None = None,
     ) -> None:
         self.apps = apps
         self._servers = servers
         self._threads = threads
+        self.consumers = list(consumers or [])
         shown = "127.0.0.1" if host in ("", "0.0.0.0") else host
         if ":" in shown:
             shown = f"[{shown}]"
@@ -852,7 +1047,9 @@ class DemoServices:
         return {ENV_VARS[kind]: url for kind, url in self.urls.items()}
 
     def stop(self) -> None:
-        """Stop every server and wait for its thread."""
+        """Stop the command consumers, then every server, and wait for their threads."""
+        for consumer in self.consumers:
+            consumer.stop()
         for kind, server in self._servers.items():
             server.shutdown()
             server.server_close()
@@ -866,12 +1063,17 @@ class DemoServices:
 
 
 def start_in_threads(
-    host: str = "127.0.0.1", ports: Mapping[str, int] | None = None
+    host: str = "127.0.0.1",
+    ports: Mapping[str, int] | None = None,
+    redis_url: str | None = None,
+    key_prefix: str = "saga:",
 ) -> DemoServices:
     """Start the demo services in daemon threads (threaded werkzeug servers).
 
     `ports` maps kind -> port (0: a free port); only the kinds it names are started.
     None starts all three on the default ports (auth 8101, airtable 8102, notification 8103).
+    With `redis_url`, the services that consume commands (notification) also read
+    `<key_prefix>stream:commands`, in a thread each; without it they serve HTTP only.
     """
     wanted = dict(DEFAULT_PORTS if ports is None else ports)
     unknown = sorted(set(wanted) - set(KINDS))
@@ -892,17 +1094,28 @@ def start_in_threads(
                 target=servers[kind].serve_forever, name=f"demo-{kind}", daemon=True
             )
             threads[kind].start()
+        consumers = [
+            CommandConsumer(app, redis_url, key_prefix).start()
+            for app in apps.values()
+            if redis_url and app.COMMANDS
+        ]
     except BaseException:
         for kind, server in servers.items():
             if kind in threads:
                 server.shutdown()
             server.server_close()
         raise
-    return DemoServices(apps, servers, threads, host)
+    return DemoServices(apps, servers, threads, host, consumers)
 
 
-def serve(host: str = "127.0.0.1", ports: Mapping[str, int] | None = None) -> None:
-    """Run the demo services until SIGINT or SIGTERM (default ports 8101, 8102, 8103)."""
+def serve(
+    host: str = "127.0.0.1",
+    ports: Mapping[str, int] | None = None,
+    redis_url: str | None = None,
+    key_prefix: str = "saga:",
+) -> None:
+    """Run the demo services until SIGINT or SIGTERM (default ports 8101, 8102, 8103);
+    with `redis_url`, the notification service consumes `<key_prefix>stream:commands` too."""
     if not logging.getLogger().handlers:
         logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
     if log.getEffectiveLevel() > logging.INFO:
@@ -918,9 +1131,20 @@ def serve(host: str = "127.0.0.1", ports: Mapping[str, int] | None = None) -> No
             previous[signum] = signal.signal(signum, _stop)
     services: DemoServices | None = None
     try:
-        services = start_in_threads(host, ports)
+        services = start_in_threads(host, ports, redis_url, key_prefix)
         for kind, url in services.urls.items():
             log.info("demo %s service on %s (%s=%s)", kind, url, ENV_VARS[kind], url)
+        for consumer in services.consumers:
+            log.info(
+                "demo %s service consumes %s (group %s) on %s, replies to %s",
+                consumer.app.KIND,
+                consumer.commands,
+                consumer.group,
+                _masked(redis_url or ""),
+                consumer.events,
+            )
+        if not redis_url:
+            log.info("demo services: no Redis URL, so no commands stream consumer (HTTP only)")
         while not stopping.wait(0.5):
             pass
     except KeyboardInterrupt:

@@ -9,11 +9,16 @@ JSON Schema and returns a definition in the `POST /saga/start` format.
 Payload fields that a template marks optional and uses in a step have a `default` in the
 schema; `build_definition` fills them in, so every `{{payload.x}}` placeholder has a value.
 
+Steps are HTTP calls, except `ai_analysis`'s `run_analysis`, an event step: it publishes
+the command `ai.analysis_requested` to `<prefix>stream:commands` and waits for
+`ai.analysis_completed` (its data, the job, is the step's output) or `ai.analysis_failed`.
+
 Demo failures: every payload schema accepts an optional `fail_at` naming one of the
 workflow's steps. `build_definition` then adds `"demo_fail": true` to that step's action
-body; the demo services (`demo/services.py`) answer such a request with HTTP 422, so the
-saga compensates the steps before it. Real services ignore an unknown body field or reject
-it; either way the step fails without effect.
+body (to the command's `data` for an event step); the demo services (`demo/services.py`)
+answer such a request with HTTP 422, or such a command with the failure event, so the saga
+compensates the steps before it. Real services ignore an unknown field or reject it; either
+way the step fails without effect.
 
 This module is part of the engine layer: it imports neither Flask nor Celery.
 """
@@ -36,6 +41,12 @@ _DEMO_NOTE = (
     " Demo: set payload.fail_at to one of the step names and that step's action carries "
     '"demo_fail": true, which the demo services answer with HTTP 422 '
     '{"error": "demo failure requested"}; the saga then compensates the steps before it.'
+)
+_EVENT_DEMO_NOTE = (
+    " Demo: set payload.fail_at to one of the step names and that step's action carries "
+    '"demo_fail": true (in its body, or in the data of an event step\'s command), which the '
+    'demo services answer with HTTP 422 {"error": "demo failure requested"} (or with the '
+    "failure event, data the same); the saga then compensates the steps before it."
 )
 
 _ID = {"type": "string", "minLength": 1, "maxLength": 100, "pattern": "^[^/]+$"}
@@ -62,6 +73,11 @@ def _call(
     return action
 
 
+def _event(event: str, success: str, failure: str, data: dict[str, Any]) -> dict[str, Any]:
+    """An event step's action: publish the command `event`, await `success` or `failure`."""
+    return {"event": event, "await": {"success": success, "failure": failure}, "data": data}
+
+
 def _step(
     name: str, action: dict[str, Any], compensation: dict[str, Any] | None = None
 ) -> dict[str, Any]:
@@ -86,7 +102,8 @@ def _schema(
     properties["fail_at"] = {
         "type": "string",
         "enum": [step["name"] for step in steps],
-        "description": "demo only: the step whose service is asked to fail (HTTP 422)",
+        "description": "demo only: the step whose service is asked to fail "
+        "(HTTP 422, or the failure event for an event step)",
     }
     return {
         "$schema": JSON_SCHEMA_DIALECT,
@@ -290,10 +307,10 @@ _AI_ANALYSIS_STEPS = [
     ),
     _step(
         "run_analysis",
-        _call(
-            "notification",
-            "POST",
-            "/ai/jobs",
+        _event(
+            "ai.analysis_requested",
+            "ai.analysis_completed",
+            "ai.analysis_failed",
             {
                 "workspace_id": _p("workspace_id"),
                 "base_id": _p("base_id"),
@@ -515,9 +532,13 @@ _TEMPLATE_LIST = [
     _Template(
         "ai_analysis",
         "Run an AI analysis of an Airtable table: reserve quota units for the workspace in "
-        "auth, run the analysis job in the automation services, store its summary as a "
-        "record in the results table, notify the requester. Undo deletes the stored record, "
-        "discards the job and releases the quota reservation." + _DEMO_NOTE,
+        "auth; run the analysis job in the automation services by choreography (an event "
+        "step: the command ai.analysis_requested goes to the commands stream and the saga "
+        "waits for ai.analysis_completed, whose data is the job, or ai.analysis_failed; "
+        "the `events` consumer must run); store its summary as a record in the results "
+        "table; notify the requester. Undo deletes the stored record, discards the job "
+        "(HTTP DELETE on the automation services) and releases the quota reservation."
+        + _EVENT_DEMO_NOTE,
         _AI_ANALYSIS_STEPS,
         _schema(
             {
@@ -588,7 +609,8 @@ def build_definition(
     """The saga definition (`POST /saga/start` format) of `workflow` for `payload`.
 
     The payload is validated against the template's JSON Schema and optional fields get
-    their defaults. With `fail_at`, that step's action body carries `"demo_fail": true`.
+    their defaults. With `fail_at`, that step's action body (an event step's `data`)
+    carries `"demo_fail": true`.
     Raises `UnknownWorkflow` for an unknown name and `InvalidPayload` (field such as
     `payload.email`, or `payload` itself) for a payload that does not match.
     """
@@ -607,7 +629,8 @@ def build_definition(
     if fail_at is not None:
         for step in steps:
             if step["name"] == fail_at:
-                step["action"]["body"]["demo_fail"] = True
+                action = step["action"]
+                action["data" if "event" in action else "body"]["demo_fail"] = True
     definition: dict[str, Any] = {"saga_type": workflow, "payload": data, "steps": steps}
     if correlation_id is not None:
         definition["correlation_id"] = correlation_id

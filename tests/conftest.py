@@ -13,6 +13,7 @@ import shutil
 import socket
 import subprocess
 import sys
+import threading
 import time
 import uuid
 from collections.abc import Iterator
@@ -104,9 +105,14 @@ def stub() -> Iterator[StubService]:
 
 
 @pytest.fixture(scope="session")
-def demo() -> Iterator[DemoServices]:
-    """The demo auth, airtable and notification services, on free ports."""
-    services = start_in_threads(ports={"auth": 0, "airtable": 0, "notification": 0})
+def demo(redis_url: str, prefix: str) -> Iterator[DemoServices]:
+    """The demo auth, airtable and notification services, on free ports; the notification
+    service also consumes this run's commands stream (and replies on its events stream)."""
+    services = start_in_threads(
+        ports={"auth": 0, "airtable": 0, "notification": 0},
+        redis_url=redis_url,
+        key_prefix=prefix,
+    )
     yield services
     services.stop()
 
@@ -219,6 +225,20 @@ def engine(service_env: dict[str, str]) -> Any:
     from tasks.runtime import build_engine
 
     return build_engine(Settings.from_env())
+
+
+@pytest.fixture()
+def consumer(engine: Any, worker: Worker) -> Iterator[None]:
+    """The event consumer, in a thread, for the test's duration (its Redis client has no
+    socket timeout). Only tests that ask for it have replies applied."""
+    from sagas.events import run_consumer
+
+    stop = threading.Event()
+    thread = threading.Thread(target=run_consumer, args=(engine, "test-consumer", stop, 100))
+    thread.start()
+    yield
+    stop.set()
+    thread.join(5)
 
 
 @pytest.fixture()

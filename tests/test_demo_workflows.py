@@ -7,6 +7,7 @@ sagas of other tests cannot disturb the comparison.
 
 from __future__ import annotations
 
+import json
 import logging
 import signal
 import subprocess
@@ -245,11 +246,31 @@ def test_data_synchronization_completes(run: Any, demo: DemoServices) -> None:
     assert note["data"]["updated"] == 1 and note["data"]["batch_id"] == batch["id"]
 
 
-def test_ai_analysis_completes(run: Any, demo: DemoServices) -> None:
-    """ai_analysis reserves the quota, runs the job, stores its summary as a record and
-    notifies the requester."""
+def stream_entries(engine: Any, stream: str, **match: str) -> list[dict[str, Any]]:
+    """The entries of `stream` (oldest first) whose fields have the values `match`."""
+    entries = reversed(engine.store.read_stream(stream, 1000))
+    return [e for e in entries if all(e.get(k) == v for k, v in match.items())]
+
+
+def wait_entries(
+    engine: Any, stream: str, count: int, timeout: float = 10, **match: str
+) -> list[dict[str, Any]]:
+    """Wait until `stream` holds `count` entries matching `match`; returns them."""
+    deadline = time.time() + timeout
+    while True:
+        found = stream_entries(engine, stream, **match)
+        if len(found) >= count:
+            return found
+        assert time.time() < deadline, f"{len(found)} of {count} entries {match} in {stream}"
+        time.sleep(0.02)
+
+
+def test_ai_analysis_completes(run: Any, engine: Any, consumer: None, demo: DemoServices) -> None:
+    """ai_analysis reserves the quota, runs the job by choreography (the notification
+    service consumes the command and replies with the job), stores its summary as a record
+    and notifies the requester."""
     c = case("ai_analysis", demo)
-    saga = run(build_definition("ai_analysis", c.payload))
+    saga = run(build_definition("ai_analysis", c.payload, correlation_id="corr-ai-1"))
     assert saga["status"] == "COMPLETED", saga
     state = c.footprint()
     [reservation] = state["reservations"]
@@ -257,6 +278,22 @@ def test_ai_analysis_completes(run: Any, demo: DemoServices) -> None:
     [job] = state["jobs"]
     assert job["quota_reservation_id"] == reservation["id"]
     assert job["analysis_type"] == "sentiment"
+    assert outputs(saga)["run_analysis"] == job  # the reply's data is the step's output
+    keys = engine.store.keys
+    [command] = stream_entries(engine, keys.commands, saga_id=saga["saga_id"])
+    assert command["type"] == "ai.analysis_requested"
+    assert json.loads(command["data"]) == {
+        "workspace_id": c.seeded["workspace"],
+        "base_id": c.seeded["base"],
+        "table": "Contacts",
+        "analysis_type": "sentiment",
+        "prompt": "",
+        "max_units": 250,
+        "quota_reservation_id": reservation["id"],
+    }
+    [reply] = stream_entries(engine, keys.events, saga_id=saga["saga_id"])
+    assert (reply["type"], reply["correlation_id"]) == ("ai.analysis_completed", "corr-ai-1")
+    assert json.loads(reply["data"]) == job
     [record] = state["results"].values()
     assert record["fields"]["Job"] == job["id"]
     assert record["fields"]["Summary"] == job["result"]["summary"]
@@ -284,10 +321,13 @@ def test_webhook_processing_completes(run: Any, demo: DemoServices) -> None:
 
 @pytest.mark.parametrize("workflow", WORKFLOWS)
 def test_failure_at_the_last_changing_step_undoes_every_effect(
-    workflow: str, run: Any, demo: DemoServices
+    workflow: str, run: Any, demo: DemoServices, request: pytest.FixtureRequest
 ) -> None:
     """With fail_at on the last step that has a compensation, the demo service answers 422,
-    the saga ends COMPENSATED and the services hold exactly what they held before."""
+    the saga ends COMPENSATED and the services hold exactly what they held before (for
+    ai_analysis that includes the job its event step had the notification service create)."""
+    if workflow == "ai_analysis":
+        request.getfixturevalue("consumer")  # run_analysis waits for its reply event
     c = case(workflow, demo)
     fail_at = last_changing_step(workflow)
     before = c.footprint()
@@ -303,6 +343,70 @@ def test_failure_at_the_last_changing_step_undoes_every_effect(
         ["COMPENSATED"] * k + ["FAILED"] + ["SKIPPED"] * (len(names) - k - 1)
     )
     assert c.footprint() == before
+
+
+def test_ai_analysis_failure_event_compensates_the_quota(
+    run: Any, engine: Any, consumer: None, demo: DemoServices
+) -> None:
+    """fail_at run_analysis: the command carries demo_fail, the notification service
+    creates no job and replies ai.analysis_failed; run_analysis is FAILED (certainly: it
+    had no effect, so it is not compensated) and the quota reservation is released."""
+    c = case("ai_analysis", demo)
+    before = c.footprint()
+    saga = run(build_definition("ai_analysis", {**c.payload, "fail_at": "run_analysis"}))
+    assert saga["status"] == "COMPENSATED", saga
+    assert [s["status"] for s in saga["steps"]] == ["COMPENSATED", "FAILED", "SKIPPED", "SKIPPED"]
+    assert not saga["steps"][1]["uncertain"]
+    assert saga["steps"][1]["output"] is None
+    assert (saga["failure"]["step"], saga["failure"]["reason"]) == ("run_analysis", "error")
+    assert saga["failure"]["message"].startswith("failure event ai.analysis_failed")
+    assert "demo failure requested" in saga["failure"]["message"]
+    keys = engine.store.keys
+    [command] = stream_entries(engine, keys.commands, saga_id=saga["saga_id"])
+    assert json.loads(command["data"])["demo_fail"] is True
+    [reply] = stream_entries(engine, keys.events, saga_id=saga["saga_id"])
+    assert reply["type"] == "ai.analysis_failed"
+    assert json.loads(reply["data"]) == {"error": "demo failure requested"}
+    assert c.footprint() == before  # no job, no reservation left
+
+
+def test_ai_analysis_command_is_consumed_once_per_idempotency_key(
+    run: Any, engine: Any, consumer: None, demo: DemoServices, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The same command delivered again (same idempotency key) creates no second job: the
+    first reply is published again, and the saga is unchanged. Another key is another job.
+    Every command is acknowledged in the demo-automation group once answered."""
+    caplog.set_level(logging.INFO, logger="demo.services")
+    c = case("ai_analysis", demo)
+    saga = run(build_definition("ai_analysis", c.payload))
+    assert saga["status"] == "COMPLETED", saga
+    keys, r = engine.store.keys, engine.store.redis
+    sid = saga["saga_id"]
+    [command] = stream_entries(engine, keys.commands, saga_id=sid)
+    assert command["idempotency_key"] == f"{sid}:run_analysis:action"
+    fields = {k: v for k, v in command.items() if k != "id"}
+    again = r.xadd(keys.commands, fields)
+    first, replayed = wait_entries(engine, keys.events, 2, saga_id=sid)
+    assert replayed["type"] == first["type"] == "ai.analysis_completed"
+    assert json.loads(replayed["data"]) == json.loads(first["data"])
+    [job] = c.footprint()["jobs"]
+    assert job["id"] == json.loads(first["data"])["id"]
+    time.sleep(0.3)  # the orchestrator's consumer refuses the repeated reply
+    assert engine.get(sid)["version"] == saga["version"]
+    assert outputs(engine.get(sid))["run_analysis"] == job
+
+    other = r.xadd(keys.commands, {**fields, "idempotency_key": f"{sid}:other"})
+    wait_entries(engine, keys.events, 3, saga_id=sid)
+    assert len(c.footprint()["jobs"]) == 2
+    pending = r.xpending_range(keys.commands, "demo-automation", "-", "+", 1000)
+    assert not {command["id"], again, other} & {p["message_id"] for p in pending}
+    handled = [
+        rec.getMessage()
+        for rec in caplog.records
+        if hasattr(rec, "command") and getattr(rec, "saga_id", None) == sid
+    ]
+    assert len(handled) == 3  # one line per command
+    assert ["idempotent replay" in line for line in handled] == [False, True, False]
 
 
 def test_demo_calls_are_logged_with_the_sagas_correlation_id(

@@ -5,30 +5,15 @@ event-triggered sagas."""
 from __future__ import annotations
 
 import json
-import threading
 import time
 import uuid
-from collections.abc import Iterator
 from typing import Any
 
-import pytest
-
-from sagas.events import GROUP, EventBus, run_consumer
+from sagas.events import GROUP, EventBus
 from sagas.settings import Settings
 from tasks.runtime import build_engine
 from tests.conftest import wait_final
 from tests.stubs import StubService
-
-
-@pytest.fixture()
-def consumer(engine: Any, worker: Any) -> Iterator[None]:
-    """The event consumer, in a thread (its Redis client has no socket timeout)."""
-    stop = threading.Event()
-    thread = threading.Thread(target=run_consumer, args=(engine, "test-consumer", stop, 100))
-    thread.start()
-    yield
-    stop.set()
-    thread.join(5)
 
 
 def definition(**step_b: Any) -> dict[str, Any]:

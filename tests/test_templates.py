@@ -56,8 +56,17 @@ PAYLOADS: dict[str, dict[str, Any]] = {
 }
 
 
+# Event steps (choreography) and the service that consumes their command.
+EVENT_SERVICES = {"ai.analysis_requested": "notification"}
+
+
 def template(name: str) -> dict[str, Any]:
     return next(t for t in list_templates() if t["name"] == name)
+
+
+def carried(action: dict[str, Any]) -> dict[str, Any]:
+    """What an action sends: an HTTP call's body, an event step's command data."""
+    return action["data"] if "event" in action else action["body"]  # type: ignore[no-any-return]
 
 
 def test_list_templates_has_the_five_workflows_in_the_documented_shape() -> None:
@@ -95,19 +104,27 @@ def test_every_definition_parses_with_the_seed_services(workflow: str) -> None:
     assert parsed.saga_type == workflow
     assert parsed.correlation_id == "req-1"
     assert [s.name for s in parsed.steps] == [s["name"] for s in template(workflow)["steps"]]
-    assert {s.action.spec["service"] for s in parsed.steps} <= set(DEFAULT_SEED_SERVICES)
+    assert {s.action.kind for s in parsed.steps} <= {"http", "event"}
+    http = [s.action for s in parsed.steps if s.action.kind == "http"]
+    assert {a.spec["service"] for a in http} <= set(DEFAULT_SEED_SERVICES)
+    events = [s.action.spec["event"] for s in parsed.steps if s.action.kind == "event"]
+    assert events == (["ai.analysis_requested"] if workflow == "ai_analysis" else [])
     assert "correlation_id" not in build_definition(workflow, PAYLOADS[workflow])
 
 
 @pytest.mark.parametrize("workflow", WORKFLOWS)
 def test_every_changing_step_has_a_compensation_on_the_same_service(workflow: str) -> None:
-    """Each step but the notifications has an HTTP compensation on its own service; every
-    action carries a JSON body and no step carries demo_fail without fail_at."""
+    """Each step but the notifications has an HTTP compensation on its own service (for an
+    event step, the service consuming its command); every action carries a JSON body (an
+    event step, JSON data) and no step carries demo_fail without fail_at."""
     for step in build_definition(workflow, PAYLOADS[workflow])["steps"]:
         action, compensation = step["action"], step.get("compensation")
-        assert isinstance(action["body"], dict)
-        assert "demo_fail" not in action["body"]
-        if action["path"] == "/notifications":
+        assert isinstance(carried(action), dict)
+        assert "demo_fail" not in carried(action)
+        if "event" in action:
+            assert compensation is not None, step["name"]
+            assert compensation["service"] == EVENT_SERVICES[action["event"]]
+        elif action["path"] == "/notifications":
             assert compensation is None
         else:
             assert compensation is not None, step["name"]
@@ -226,25 +243,58 @@ def test_unknown_workflow_raises_unknown_workflow() -> None:
 
 @pytest.mark.parametrize("workflow", WORKFLOWS)
 def test_fail_at_marks_exactly_that_step(workflow: str) -> None:
-    """fail_at adds "demo_fail": true to that step's action body and to no other body."""
+    """fail_at adds "demo_fail": true to that step's action body (an event step's data) and
+    to no other body."""
     names = [s["name"] for s in template(workflow)["steps"]]
     for name in names:
         data = build_definition(workflow, {**PAYLOADS[workflow], "fail_at": name})
         parse_definition(data, SETTINGS)
-        marked = [s["name"] for s in data["steps"] if s["action"]["body"].get("demo_fail")]
+        marked = [s["name"] for s in data["steps"] if carried(s["action"]).get("demo_fail")]
         assert marked == [name]
         assert all(
             "demo_fail" not in (s.get("compensation") or {}).get("body", {}) for s in data["steps"]
         )
-        assert data["steps"][names.index(name)]["action"]["body"]["demo_fail"] is True
+        assert carried(data["steps"][names.index(name)]["action"])["demo_fail"] is True
 
 
 def test_fail_at_does_not_leak_into_later_definitions() -> None:
     """A definition built with fail_at leaves the template and later definitions unmarked."""
     build_definition("ai_analysis", {**PAYLOADS["ai_analysis"], "fail_at": "run_analysis"})
     data = build_definition("ai_analysis", PAYLOADS["ai_analysis"])
-    assert not any("demo_fail" in s["action"]["body"] for s in data["steps"])
-    assert not any("demo_fail" in s["action"]["body"] for s in template("ai_analysis")["steps"])
+    assert not any("demo_fail" in carried(s["action"]) for s in data["steps"])
+    assert not any("demo_fail" in carried(s["action"]) for s in template("ai_analysis")["steps"])
+
+
+def test_run_analysis_is_an_event_step() -> None:
+    """ai_analysis's run_analysis publishes ai.analysis_requested with what its HTTP body
+    carried, awaits ai.analysis_completed or ai.analysis_failed, and is undone over HTTP by
+    deleting the job named in its reply; fail_at puts demo_fail in its data (no body)."""
+    step = next(s for s in template("ai_analysis")["steps"] if s["name"] == "run_analysis")
+    assert step["action"] == {
+        "event": "ai.analysis_requested",
+        "await": {"success": "ai.analysis_completed", "failure": "ai.analysis_failed"},
+        "data": {
+            "workspace_id": "{{payload.workspace_id}}",
+            "base_id": "{{payload.base_id}}",
+            "table": "{{payload.table}}",
+            "analysis_type": "{{payload.analysis_type}}",
+            "prompt": "{{payload.prompt}}",
+            "max_units": "{{payload.units}}",
+            "quota_reservation_id": "{{steps.reserve_quota.output.id}}",
+        },
+    }
+    assert step["compensation"] == {
+        "service": "notification",
+        "method": "DELETE",
+        "path": "/ai/jobs/{{steps.run_analysis.output.id}}",
+    }
+    data = build_definition("ai_analysis", {**PAYLOADS["ai_analysis"], "fail_at": "run_analysis"})
+    parsed = parse_definition(data, SETTINGS)
+    action = next(s.action for s in parsed.steps if s.name == "run_analysis")
+    assert action.kind == "event"
+    assert action.spec["data"]["demo_fail"] is True
+    assert "body" not in action.spec
+    assert "ai.analysis_requested" in template("ai_analysis")["description"]
 
 
 def test_unknown_fail_at_is_an_invalid_payload() -> None:
