@@ -36,12 +36,15 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def start_redis_server(workdir: Path, *extra: str) -> tuple[subprocess.Popen[bytes], str]:
-    """A redis-server of the test's own on a free port; returns (process, url)."""
+def start_redis_server(
+    workdir: Path, *extra: str, port: int | None = None
+) -> tuple[subprocess.Popen[bytes], str]:
+    """A redis-server of the test's own (on `port`, or a free one); returns (process, url).
+    `extra` options follow the defaults (no snapshots, noeviction) and override them."""
     binary = shutil.which("redis-server")
     if binary is None:
         pytest.fail("redis-server is not installed: run `make test`, which installs it")
-    port = free_port()
+    port = port or free_port()
     workdir.mkdir(parents=True, exist_ok=True)
     proc = subprocess.Popen(
         [

@@ -5,8 +5,6 @@ Each test prints its figures (run with -s, as `make chaos` does)."""
 from __future__ import annotations
 
 import random
-import shutil
-import subprocess
 import threading
 import time
 import uuid
@@ -14,10 +12,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-import redis
 
 from tests.chaos import Figures, Stack, check_invariants
-from tests.conftest import free_port
+from tests.conftest import start_redis_server
 from tests.stubs import StubService
 
 pytestmark = pytest.mark.chaos
@@ -96,42 +93,11 @@ def test_workers_killed_at_random(stack_factory: Any, stub: StubService) -> None
 
 def test_redis_restarted_mid_run(stack_factory: Any, stub: StubService, tmp_path: Path) -> None:
     """Redis (AOF everysec, our own on a free port) SIGKILLed and restarted mid-run."""
-    binary = shutil.which("redis-server")
-    assert binary, "redis-server is needed (make chaos installs it)"
-    port = free_port()
     data = tmp_path / "redis"
-    data.mkdir()
-    cmd = [
-        binary,
-        "--port",
-        str(port),
-        "--bind",
-        "127.0.0.1",
-        "--dir",
-        str(data),
-        "--appendonly",
-        "yes",
-        "--appendfsync",
-        "everysec",
-        "--save",
-        "",
-        "--maxmemory-policy",
-        "noeviction",
-    ]
+    aof = ("--appendonly", "yes", "--appendfsync", "everysec")
+    server, url = start_redis_server(data, *aof)
+    port = int(url.rsplit(":", 1)[1].split("/")[0])
 
-    def start_redis() -> subprocess.Popen[bytes]:
-        proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        deadline = time.time() + 10
-        while True:
-            try:
-                redis.Redis(port=port).ping()
-                return proc
-            except redis.ConnectionError:
-                assert time.time() < deadline
-                time.sleep(0.05)
-
-    server = start_redis()
-    url = f"redis://127.0.0.1:{port}/0"
     figures = Figures()
     started = time.time()
     try:
@@ -142,7 +108,7 @@ def test_redis_restarted_mid_run(stack_factory: Any, stub: StubService, tmp_path
         server.wait()
         figures.faults["redis SIGKILL"] += 1
         time.sleep(1)
-        server = start_redis()
+        server, _ = start_redis_server(data, *aof, port=port)  # same port, same AOF
         figures.faults["redis restart"] += 1
         ids += [stack.start_saga(saga("redis-restart", slow=0.2)) for _ in range(40)]
         docs = stack.wait_final(ids, timeout=180)
