@@ -5,7 +5,7 @@ VENV   ?= .venv
 BIN     = $(VENV)/bin
 STAMP   = $(VENV)/.installed-$(shell cat setup.cfg pyproject.toml | cksum | cut -d' ' -f1)
 
-.PHONY: install redis-server test chaos lint typecheck clean
+.PHONY: install redis-server test chaos bench bench-smoke lint typecheck clean
 
 install: $(STAMP)
 
@@ -29,6 +29,14 @@ test: install redis-server
 
 chaos: install redis-server
 	$(BIN)/python -m pytest -m chaos -s $(PYTEST_ARGS)
+
+# Benchmarks run on demand (not timed tests): results in bench/results.json, docs/performance.md.
+bench: install redis-server
+	$(BIN)/python -m bench.run --sagas 1000 --latency 200 --persistence both
+
+# CI keeps the harness working with a few dozen sagas; its figures mean nothing.
+bench-smoke: install redis-server
+	$(BIN)/python -m bench.run --sagas 30 --latency 10 --persistence aof --out /tmp/bench-smoke.json
 
 lint: install
 	$(BIN)/ruff check .

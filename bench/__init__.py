@@ -1,0 +1,1 @@
+"""Benchmarks: the saga engine against its substrate (`make bench`)."""
