@@ -11,7 +11,6 @@ import json
 import os
 import platform
 import shutil
-import socket
 import statistics
 import subprocess
 import sys
@@ -25,45 +24,13 @@ ROOT = Path(__file__).resolve().parent.parent
 STEPS = 5
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 def start_redis(workdir: Path, aof: bool) -> tuple[subprocess.Popen[bytes], str]:
-    import redis
+    from tests.conftest import start_redis_server
 
-    port = free_port()
     persistence = (
-        ["--appendonly", "yes", "--appendfsync", "everysec"] if aof else ["--appendonly", "no"]
+        ("--appendonly", "yes", "--appendfsync", "everysec") if aof else ("--appendonly", "no")
     )
-    proc = subprocess.Popen(
-        [
-            shutil.which("redis-server") or "redis-server",
-            "--port",
-            str(port),
-            "--bind",
-            "127.0.0.1",
-            "--dir",
-            str(workdir),
-            "--save",
-            "",
-            "--maxmemory-policy",
-            "noeviction",
-            *persistence,
-        ],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    url = f"redis://127.0.0.1:{port}/0"
-    for _ in range(200):
-        try:
-            redis.Redis.from_url(url).ping()
-            return proc, url
-        except redis.ConnectionError:
-            time.sleep(0.05)
-    raise RuntimeError("redis-server did not start")
+    return start_redis_server(workdir, *persistence)
 
 
 def start_worker(
