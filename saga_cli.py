@@ -1,6 +1,6 @@
 """The `saga-orchestrator` command: runs the components and talks to the REST API.
 
-Component commands (`api`, `worker`, `beat`, `flower`, `demo-services`) pass unknown options
+Component commands (`api`, `worker`, `beat`, `events`, `flower`, `demo-services`) pass unknown options
 through to gunicorn, Celery or Flower. Client commands (`start`, `status`, `list`,
 `compensate`) call the API over HTTP; they import httpx and rich only when they run, so that
 `--help` and the component commands start fast.
@@ -47,7 +47,7 @@ def main() -> None:
     """Saga orchestrator: distributed transactions with compensation.
 
     \b
-    Components: api, worker, beat, flower, demo-services.
+    Components: api, worker, beat, events, flower, demo-services.
     API client: start, status, list, compensate.
     """
 
