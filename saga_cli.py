@@ -1,7 +1,7 @@
 """The `saga-orchestrator` command: runs the components and talks to the REST API.
 
-Component commands (`api`, `worker`, `beat`, `events`, `flower`, `demo-services`) pass unknown options
-through to gunicorn, Celery or Flower. Client commands (`start`, `status`, `list`,
+Component commands (`api`, `worker`, `beat`, `events`, `flower`, `demo-services`) pass
+unknown options through to gunicorn, Celery or Flower. Client commands (`start`, `status`, `list`,
 `compensate`) call the API over HTTP; they import httpx and rich only when they run, so that
 `--help` and the component commands start fast.
 """
