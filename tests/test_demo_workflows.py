@@ -400,13 +400,19 @@ def test_ai_analysis_command_is_consumed_once_per_idempotency_key(
     assert len(c.footprint()["jobs"]) == 2
     pending = r.xpending_range(keys.commands, "demo-automation", "-", "+", 1000)
     assert not {command["id"], again, other} & {p["message_id"] for p in pending}
-    handled = [
-        rec.getMessage()
-        for rec in caplog.records
-        if hasattr(rec, "command") and getattr(rec, "saga_id", None) == sid
-    ]
-    assert len(handled) == 3  # one line per command
-    assert ["idempotent replay" in line for line in handled] == [False, True, False]
+
+    def handled() -> list[str]:
+        return [
+            rec.getMessage()
+            for rec in caplog.records
+            if hasattr(rec, "command") and getattr(rec, "saga_id", None) == sid
+        ]
+
+    deadline = time.time() + 5  # the line is written just after the reply: wait for it
+    while len(handled()) < 3 and time.time() < deadline:
+        time.sleep(0.02)
+    assert len(handled()) == 3  # one line per command
+    assert ["idempotent replay" in line for line in handled()] == [False, True, False]
 
 
 def test_demo_calls_are_logged_with_the_sagas_correlation_id(
