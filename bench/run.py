@@ -124,25 +124,36 @@ def run_once(aof: bool, sagas: int, latency: int, pool: str, concurrency: int) -
         while int(r.get("bench:plain") or 0) < sagas:
             time.sleep(0.005)
         plain_s = time.perf_counter() - t0
-        r.delete("bench:unused")
 
-        # Latency: one at a time.
+        # Latency: one at a time. Both sides are waited for the same way: their end is
+        # published on a channel (the saga's by the transition that finishes it).
+        pubsub = r.pubsub(ignore_subscribe_messages=True)
+        pubsub.subscribe(engine.store.keys.finished, "bench:done")
+
+        def wait_for(text: str) -> None:
+            deadline = time.monotonic() + 10
+            while time.monotonic() < deadline:
+                # None also when a subscribe confirmation was swallowed: not a timeout.
+                message = pubsub.get_message(timeout=1)
+                if message is not None and message["data"].decode().startswith(text):
+                    return
+            raise AssertionError(f"no end of {text}")
+
         saga_lat, plain_lat = [], []
         for _ in range(latency):
             t0 = time.perf_counter()
             saga_id = engine.start(definition).saga["saga_id"]
-            key = engine.store.keys.saga(saga_id)
-            while r.hget(key, "status") != b"COMPLETED":
-                time.sleep(0.0002)
+            wait_for(saga_id)
             saga_lat.append(time.perf_counter() - t0)
         for _ in range(latency):
-            marker = f"bench:m:{uuid.uuid4().hex}"
+            marker = uuid.uuid4().hex
             t0 = time.perf_counter()
             chain(*[noop.si() for _ in range(STEPS - 1)], done.si("bench:lat", marker)).apply_async(
                 queue=queue
             )
-            r.blpop([marker], timeout=10)
+            wait_for(marker)
             plain_lat.append(time.perf_counter() - t0)
+        pubsub.close()
 
         def pct(values: list[float], q: float) -> float:
             return round(statistics.quantiles(values, n=100)[int(q) - 1] * 1000, 2)

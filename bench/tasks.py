@@ -25,9 +25,8 @@ def noop(*args: Any) -> None:
 
 @shared_task(name="bench.done")
 def done(counter: str, marker: str) -> None:
-    """The chain's last step: counts it, and signals one-at-a-time runs."""
+    """The chain's last step: counts it, and publishes its end like a saga's."""
     pipe = _redis().pipeline()
     pipe.incr(counter)
-    pipe.rpush(marker, 1)
-    pipe.expire(marker, 60)
+    pipe.publish("bench:done", marker)  # as a saga's end is published (lua/lib.lua finish)
     pipe.execute()

@@ -107,6 +107,8 @@ local function finish(now, status)
   for _, le in ipairs(DURATION_BUCKETS) do
     if ms <= le * 1000 then stat('duration_bucket|' .. status .. '|' .. le) end
   end
+  -- Whoever waits for sagas to end can subscribe instead of polling (channel = KEYS[11]'s name).
+  redis.call('PUBLISH', KEYS[11], saga_id() .. ' ' .. status)
 end
 
 local function failure_json(step, reason, message)
