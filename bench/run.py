@@ -30,7 +30,8 @@ def start_redis(workdir: Path, aof: bool) -> tuple[subprocess.Popen[bytes], str]
     persistence = (
         ("--appendonly", "yes", "--appendfsync", "everysec") if aof else ("--appendonly", "no")
     )
-    return start_redis_server(workdir, *persistence)
+    extra = os.environ.get("BENCH_REDIS_ARGS", "").split()  # e.g. "--hash-max-listpack-value 1024"
+    return start_redis_server(workdir, *persistence, *extra)
 
 
 def start_worker(
@@ -109,12 +110,20 @@ def run_once(aof: bool, sagas: int, latency: int, pool: str, concurrency: int) -
         definition = saga_definition()
 
         # Throughput: everything submitted at once, until the last one has finished.
+        memory_before = int(r.info("memory")["used_memory"])
         t0 = time.perf_counter()
         for _ in range(sagas):
             engine.start(definition)
         while r.zcard(completed) < sagas:
             time.sleep(0.005)
         saga_s = time.perf_counter() - t0
+        memory_per_saga = (int(r.info("memory")["used_memory"]) - memory_before) / sagas
+        sample = str(r.zrange(completed, 0, 0)[0].decode())
+        per_key = {
+            "saga hash": r.memory_usage(engine.store.keys.saga(sample)),
+            "history list": r.memory_usage(engine.store.keys.history(sample)),
+            "hash encoding": r.object("encoding", engine.store.keys.saga(sample)).decode(),
+        }
 
         t0 = time.perf_counter()
         for _ in range(sagas):
@@ -173,6 +182,8 @@ def run_once(aof: bool, sagas: int, latency: int, pool: str, concurrency: int) -
                     statistics.median(saga_lat) / statistics.median(plain_lat), 3
                 ),
                 "redis_used_memory_bytes": info["used_memory"],
+                "redis_bytes_per_finished_saga": round(memory_per_saga),
+                "redis_one_finished_saga": per_key,
                 "finished_sagas_stored": r.zcard(completed),
             }
         )
