@@ -33,6 +33,7 @@ chaos: install redis-server
 # Benchmarks run on demand (not timed tests): results in bench/results.json, docs/performance.md.
 bench: install redis-server
 	$(BIN)/python -m bench.run --sagas 1000 --latency 200 --persistence both
+	$(BIN)/python -m bench.api_load --rate 200 --seconds 10
 
 # CI keeps the harness working with a few dozen sagas; its figures mean nothing.
 bench-smoke: install redis-server
