@@ -26,7 +26,7 @@ from typing import Any
 import httpx
 
 from bench.run import ROOT, start_redis
-from tests.conftest import free_port
+from tests.conftest import free_port, worker_command
 
 KEY = "bench-key"
 
@@ -101,22 +101,7 @@ def main() -> None:
             stderr=subprocess.DEVNULL,
         ),
         subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "celery",
-                "-A",
-                "wsgi:celery_app",
-                "worker",
-                "-Q",
-                env["SAGA_QUEUE"],
-                "-c",
-                "2",
-                "--loglevel",
-                "WARNING",
-                "--without-gossip",
-                "--without-mingle",
-            ],
+            worker_command(env["SAGA_QUEUE"], concurrency=2, loglevel="WARNING"),
             env=env,
             cwd=ROOT,
             stdout=subprocess.DEVNULL,

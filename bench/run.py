@@ -37,28 +37,18 @@ def start_redis(workdir: Path, aof: bool) -> tuple[subprocess.Popen[bytes], str]
 def start_worker(
     env: dict[str, str], log: Path, pool: str, concurrency: int
 ) -> subprocess.Popen[bytes]:
+    from tests.conftest import worker_command
+
+    argv = worker_command(
+        env["SAGA_QUEUE"],
+        pool=pool,
+        concurrency=concurrency,
+        loglevel="WARNING",
+        include=("bench.tasks",),
+    )
     with log.open("ab") as out:
         proc = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "celery",
-                "-A",
-                "wsgi:celery_app",
-                "worker",
-                "-Q",
-                env["SAGA_QUEUE"],
-                "-P",
-                pool,
-                "-c",
-                str(concurrency),
-                "--include",
-                "bench.tasks",
-                "--without-gossip",
-                "--without-mingle",
-                "--loglevel",
-                "WARNING",
-            ],
+            argv,
             cwd=ROOT,
             env={**os.environ, **env, "PYTHONPATH": str(ROOT)},
             stdout=out,

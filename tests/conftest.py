@@ -145,6 +145,38 @@ def service_env(
     return env
 
 
+def worker_command(
+    queue: str,
+    *,
+    pool: str = "prefork",
+    concurrency: int = 3,
+    loglevel: str = "INFO",
+    include: tuple[str, ...] = (),
+) -> list[str]:
+    """The Celery worker command line the tests and benchmarks run."""
+    argv = [
+        sys.executable,
+        "-m",
+        "celery",
+        "-A",
+        "wsgi:celery_app",
+        "worker",
+        "-Q",
+        queue,
+        "-P",
+        pool,
+        "-c",
+        str(concurrency),
+        "--without-gossip",
+        "--without-mingle",
+        "--loglevel",
+        loglevel,
+    ]
+    for module in include:
+        argv += ["--include", module]
+    return argv
+
+
 class Worker:
     def __init__(self, env: dict[str, str], log_path: Path, concurrency: int = 3) -> None:
         self.log_path = log_path
@@ -168,32 +200,9 @@ class Worker:
         raise RuntimeError(f"worker did not start: {self.log_path.read_text()[-3000:]}")
 
     def _spawn(self, log: Any) -> subprocess.Popen[bytes]:
-        return subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "celery",
-                "-A",
-                "wsgi:celery_app",
-                "worker",
-                "-Q",
-                self.env["SAGA_QUEUE"],
-                "-P",
-                "prefork",
-                "-c",
-                str(self.concurrency),
-                "--without-gossip",
-                "--without-mingle",
-                "--loglevel",
-                "INFO",
-                "-n",
-                f"test-{uuid.uuid4().hex[:6]}@%h",
-            ],
-            cwd=ROOT,
-            env=self.env,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-        )
+        argv = worker_command(self.env["SAGA_QUEUE"], concurrency=self.concurrency)
+        argv += ["-n", f"test-{uuid.uuid4().hex[:6]}@%h"]
+        return subprocess.Popen(argv, cwd=ROOT, env=self.env, stdout=log, stderr=subprocess.STDOUT)
 
     def stop(self) -> None:
         if self.proc and self.proc.poll() is None:
