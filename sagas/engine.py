@@ -36,6 +36,10 @@ from sagas.settings import Settings
 from sagas.store import Grant, Idempotency, ListQuery, RedisStore, Reply, dumps
 
 log = logging.getLogger("sagas.engine")
+# An attempt needs at least this long before the deadline. One started with less could only
+# time out: it would hide the real error of the last attempt, and, for an action, make the
+# step uncertain (to be compensated) for nothing.
+MIN_ATTEMPT_SECONDS = 0.25
 
 
 class Dispatcher(Protocol):
@@ -339,7 +343,7 @@ class SagaEngine:
         countdown = backoff(
             grant.attempt, retry["backoff_seconds"], retry["max_backoff_seconds"], exc.retry_after
         )
-        if countdown * 1000 >= grant.remaining_ms:
+        if (countdown + MIN_ATTEMPT_SECONDS) * 1000 >= grant.remaining_ms:
             raise StepFailed(
                 f"{exc.message}; the step's deadline passes before another attempt",
                 uncertain=exc.uncertain,
@@ -414,7 +418,7 @@ class SagaEngine:
                     retry["max_backoff_seconds"],
                     exc.retry_after,
                 )
-                if countdown * 1000 >= grant.remaining_ms:
+                if (countdown + MIN_ATTEMPT_SECONDS) * 1000 >= grant.remaining_ms:
                     raise CompensationFailed(
                         f"{exc.message}; COMPENSATION_TIMEOUT_SECONDS passes before another attempt"
                     ) from None
