@@ -179,8 +179,11 @@ def run_once(aof: bool, sagas: int, latency: int, pool: str, concurrency: int) -
         )
     finally:
         worker.terminate()
-        worker.wait(30)
-        server.terminate()
+        try:
+            worker.wait(30)
+        except subprocess.TimeoutExpired:
+            worker.kill()
+        server.terminate()  # always, even when the worker had to be killed
         server.wait(10)
         shutil.rmtree(workdir, ignore_errors=True)
     return result
