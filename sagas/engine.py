@@ -211,6 +211,10 @@ class SagaEngine:
         """Sagas per status, now."""
         return {status.value: self.store.count(status) for status in SagaStatus}
 
+    def workers_alive(self, within_seconds: float) -> list[str]:
+        """Workers whose heartbeat was seen within the last `within_seconds`."""
+        return self.store.workers_alive(within_seconds)
+
     def stats(self) -> dict[str, int]:
         """The counters the transitions keep (see docs/design.md)."""
         return self.store.stats()

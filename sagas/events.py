@@ -113,6 +113,14 @@ class EventBus:
 
         return [trigger_saga_id(event_id, name) for name in triggered_by(event_type)]
 
+    def unmatched(self, limit: int) -> list[dict[str, Any]]:
+        """Events no saga awaited (and refused or invalid ones), newest first."""
+        return self.store.read_stream(self.keys.unmatched, limit)
+
+    def dead_letters(self, limit: int) -> list[dict[str, Any]]:
+        """Events that failed SAGA_EVENT_MAX_DELIVERIES times, newest first."""
+        return self.store.read_stream(self.keys.dead, limit)
+
     # --- applying --------------------------------------------------------------------
     def handle(self, event_id: str, fields: Mapping[str, str]) -> list[str]:
         """Apply one event; the outcomes (`<saga_id>:<answer>`). Raises on a malformed

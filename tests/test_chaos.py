@@ -200,7 +200,6 @@ def test_downstream_down_longer_than_the_retry_budget(
     for saga_id in ids:
         assert stack.client.post(f"/saga/{saga_id}/compensate").status_code == 202
     docs = stack.wait_final(ids, timeout=60)
-    docs = {i: d for i, d in docs.items()}
     deadline = time.time() + 60
     while any(d["status"] != "COMPENSATED" for d in docs.values()):
         assert time.time() < deadline

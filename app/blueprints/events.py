@@ -86,8 +86,7 @@ class Unmatched(MethodView):
     @blp.response(200, EntriesSchema)
     def get(self, args: dict[str, Any]) -> Any:
         """Events that no saga awaited (newest first)"""
-        store = engine().store
-        return {"items": store.read_stream(store.keys.unmatched, args["limit"])}
+        return {"items": engine().events.unmatched(args["limit"])}
 
 
 @blp.route("/dead-letters")
@@ -96,5 +95,4 @@ class DeadLetters(MethodView):
     @blp.response(200, EntriesSchema)
     def get(self, args: dict[str, Any]) -> Any:
         """Events that could not be applied after SAGA_EVENT_MAX_DELIVERIES deliveries"""
-        store = engine().store
-        return {"items": store.read_stream(store.keys.dead, args["limit"])}
+        return {"items": engine().events.dead_letters(args["limit"])}

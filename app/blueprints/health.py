@@ -64,7 +64,7 @@ class Health(MethodView):
         body: dict[str, Any] = {"version": VERSION, "redis": "healthy", "workers": "healthy"}
         try:
             counts = engine().counts()
-            alive = engine().store.workers_alive(current_app.config["WORKER_HEARTBEAT_SECONDS"])
+            alive = engine().workers_alive(current_app.config["WORKER_HEARTBEAT_SECONDS"])
         except RedisError:
             body.update(status="unhealthy", redis="unreachable", workers="unknown", workers_alive=0)
             return body, 503
