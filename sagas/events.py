@@ -89,15 +89,14 @@ class EventBus:
         if saga_id:
             return [saga_id]
         if correlation_id:
-            ids = self.store.redis.zrevrange(self.keys.correlation(correlation_id), 0, 99)
-            return [str(i) for i in ids]
+            return self.store.correlated(correlation_id, 100)
         return []
 
     def _awaits(self, saga_id: str, event_type: str) -> bool:
-        raw = self.store.redis.hget(self.keys.saga(saga_id), "def")
-        if raw is None:
+        digest = self.store.redis.hget(self.keys.saga(saga_id), "def")
+        if digest is None:
             return False
-        for step in json.loads(raw):
+        for step in self.store.definition(str(digest)):
             awaited = step["action"].get("await") or {}
             if event_type in (awaited.get("success"), awaited.get("failure")):
                 return True

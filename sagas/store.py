@@ -1,9 +1,12 @@
 """The Redis state store: key names, Lua transitions and reading saga documents.
 
 One saga is a hash `<prefix>{<id>}` and a history list `<prefix>{<id>}:history` (one hash
-tag, one Cluster slot). Global indexes serve listing and sweeps without SCAN: status, type,
-correlation id and creation time (sorted sets scored by creation epoch ms), `timers` (saga,
-step and compensation deadlines), `finished` (for retention) and `stats` (metric counters).
+tag, one Cluster slot). Its definition is stored once for every saga that shares it, under
+its digest (`<prefix>def:<digest>`). Global indexes serve listing and sweeps without SCAN:
+status, type, type and status together, correlation id and creation time (sorted sets
+scored by creation epoch ms), `timers` (saga, step and compensation deadlines), `finished`
+(for retention) and `stats` (metric counters). A saga that reaches COMPLETED or COMPENSATED
+is repacked without what only a running saga needs (docs/performance.md).
 Every transition is one Lua script (see `sagas/lua/`): it checks the saga's status, the step's
 status and the step's fence (lease + attempt), writes, bumps the saga version, appends the
 history and updates indexes and counters atomically, using Redis's clock.
@@ -45,6 +48,8 @@ TRANSITIONS = (
     "event",
 )
 STANDALONE = ("list", "heartbeat", "workers_alive", "unlock")
+# Parsed definitions a process keeps (by digest); sagas of one template share one.
+DEFINITIONS_CACHED = 1024
 # Upper bounds (seconds) of the saga duration histogram, counted by the transitions.
 DURATION_BUCKETS = (0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300, 900, 3600)
 
@@ -102,6 +107,7 @@ class Keys:
         self.finished = f"{prefix}finished"
         self.all = f"{prefix}idx:all"
         self.workers = f"{prefix}workers"
+        self.definitions = f"{prefix}defs"  # digest -> how many sagas use the definition
         self.events = f"{prefix}stream:events"  # incoming: replies and triggers
         self.commands = f"{prefix}stream:commands"  # outgoing: event steps' commands
         self.unmatched = f"{prefix}stream:unmatched"  # events no saga awaited
@@ -119,8 +125,16 @@ class Keys:
     def saga_type(self, saga_type: str) -> str:
         return f"{self.prefix}idx:type:{saga_type}"
 
+    def type_status(self, saga_type: str, status: str) -> str:
+        """Sagas of one type in one status; lua/lib.lua derives the same name."""
+        return f"{self.prefix}idx:ts:{saga_type}:{status}"
+
     def correlation(self, correlation_id: str) -> str:
+        """Sagas given this correlation id (not those whose id stands in for one)."""
         return f"{self.prefix}idx:corr:{correlation_id}"
+
+    def definition(self, digest: str) -> str:
+        return f"{self.prefix}def:{digest}"
 
     def idempotency(self, scope: str, key: str) -> str:
         """Idempotency-Key `key` of client `scope` (both hashed: no secret is stored)."""
@@ -160,11 +174,13 @@ class RedisStore:
             .replace("__DURATION_BUCKETS__", ", ".join(f"{b:g}" for b in DURATION_BUCKETS))
             .replace("__REDRIVE_MS__", str(int(redrive_after_seconds * 1000)))
             .replace("__MAX_RUNNING__", str(int(max_running)))
+            .replace("__KEY_PREFIX__", "".join(f"\\{b}" for b in prefix.encode()))
         )
         self._scripts = {
             **{name: client.register_script(lib + "\n" + _read(name)) for name in TRANSITIONS},
             **{name: client.register_script(_read(name)) for name in STANDALONE},
         }
+        self._definitions: dict[str, list[dict[str, Any]]] = {}  # digest -> steps
 
     def _run(
         self, name: str, saga_id: str, args: Sequence[Any], extra_keys: Sequence[str] = ()
@@ -184,15 +200,18 @@ class RedisStore:
         """Write a new RUNNING saga. A repeat with the same id answers `exists`; with an
         `idempotency` claim, a key already used answers `idempotent` (same request) or
         `idempotency_conflict` (another request), both with the saga id it points at."""
+        steps_json = dumps([s.to_json() for s in definition.steps])
+        digest = hashlib.sha256(steps_json.encode()).hexdigest()[:32]
         args: list[Any] = [
             saga_id,
             definition.saga_type,
             correlation_id,
             dumps(definition.payload),
-            dumps([s.to_json() for s in definition.steps]),
+            steps_json,
             int(definition.timeout_seconds * 1000),
             idempotency.fingerprint if idempotency else "",
             idempotency.ttl_seconds if idempotency else 0,
+            digest,
         ]
         for step in definition.steps:
             awaited = step.action.spec.get("await", {}) if step.action.kind == "event" else {}
@@ -211,6 +230,8 @@ class RedisStore:
             self.keys.idempotency(idempotency.scope, idempotency.key)
             if idempotency
             else self.keys.scratch(),
+            self.keys.definition(digest),
+            self.keys.definitions,
         ]
         return self._run("create", saga_id, args, extra)
 
@@ -245,13 +266,15 @@ class RedisStore:
 
     def delete(self, saga_id: str) -> Reply:
         """Delete a COMPLETED or COMPENSATED saga (`deleted`, `missing` or `conflict`)."""
-        saga_type, corr = self.redis.hmget(self.keys.saga(saga_id), "type", "corr")
+        saga_type, corr, digest = self.redis.hmget(self.keys.saga(saga_id), "type", "corr", "def")
         if saga_type is None:
             return Reply("missing", [])
         extra = [
             self.keys.all,
             self.keys.saga_type(str(_text(saga_type))),
             self.keys.correlation(str(_text(corr))),
+            self.keys.definition(str(_text(digest))),
+            self.keys.definitions,
         ]
         return self._run("delete", saga_id, [], extra)
 
@@ -281,7 +304,7 @@ class RedisStore:
         """Record success (`output_json` already encoded); only the execution holding the
         step's fence is accepted, once."""
         return self._run(
-            "step_complete", saga_id, [index, lease, attempt, output_json, uuid.uuid4().hex]
+            "step_complete", saga_id, [index, lease, attempt, output_json, uuid.uuid4().hex[:16]]
         )
 
     def step_fail(
@@ -304,7 +327,7 @@ class RedisStore:
         return self._run("comp_retry", saga_id, [index, lease, attempt, error, countdown_ms])
 
     def comp_complete(self, saga_id: str, index: int, lease: str, attempt: int) -> Reply:
-        return self._run("comp_complete", saga_id, [index, lease, attempt, uuid.uuid4().hex])
+        return self._run("comp_complete", saga_id, [index, lease, attempt, uuid.uuid4().hex[:16]])
 
     def comp_fail(self, saga_id: str, index: int, lease: str, error: str) -> Reply:
         return self._run("comp_fail", saga_id, [index, lease, error])
@@ -312,21 +335,23 @@ class RedisStore:
     # --- reads -----------------------------------------------------------------------
     def find(self, query: ListQuery) -> tuple[int, list[SagaRecord]]:
         """The total matching `query` and its page of sagas, newest first, from the indexes
-        (no SCAN): one index is ranged directly, several are intersected."""
-        indexes = []
-        if query.status:
-            indexes.append(self.keys.status(query.status))
-        if query.saga_type:
-            indexes.append(self.keys.saga_type(query.saga_type))
-        if query.correlation_id:
-            indexes.append(self.keys.correlation(query.correlation_id))
-        if not indexes:
-            indexes.append(self.keys.all)
+        (no SCAN). Status and type select one index (both: their combined index), ranged by
+        creation time; a correlation id's sagas are checked one by one against it."""
+        if query.status and query.saga_type:
+            index = self.keys.type_status(query.saga_type, query.status)
+        elif query.status:
+            index = self.keys.status(query.status)
+        elif query.saga_type:
+            index = self.keys.saga_type(query.saga_type)
+        else:
+            index = self.keys.all
+        corr = query.correlation_id or ""
         low = "-inf" if query.created_after is None else f"({query.created_after}"
         high = "+inf" if query.created_before is None else f"({query.created_before}"
         offset = (query.page - 1) * query.page_size
         total, ids = self._scripts["list"](
-            keys=[*indexes, self.keys.scratch()], args=[low, high, offset, query.page_size]
+            keys=[index, self.keys.correlation(corr), self.keys.saga(corr)],
+            args=[low, high, offset, query.page_size, corr],
         )
         pipe = self.redis.pipeline(transaction=False)
         for saga_id in ids:
@@ -337,6 +362,12 @@ class RedisStore:
             if raw  # deleted between the two calls
         ]
         return int(total), records
+
+    def correlated(self, correlation_id: str, limit: int) -> list[str]:
+        """The newest `limit` sagas with this correlation id, including the saga whose own id
+        it is (a saga given no correlation id uses its id, and is not indexed under it)."""
+        _, records = self.find(ListQuery(correlation_id=correlation_id, page_size=limit))
+        return [record["saga_id"] for record in records]
 
     def now_ms(self) -> int:
         """Redis's clock, the one every deadline is measured by."""
@@ -381,11 +412,23 @@ class RedisStore:
         )
         return [_text(n) for n in names]
 
-    @staticmethod
-    def grant(reply: Reply) -> Grant:
+    def definition(self, digest: str) -> list[dict[str, Any]]:
+        """The steps of the definition stored under `digest`. It is content-addressed, so a
+        copy cached here never goes stale. Raises `KeyError` if no saga uses it any more."""
+        steps = self._definitions.get(digest)
+        if steps is None:
+            raw = self.redis.get(self.keys.definition(digest))
+            if raw is None:
+                raise KeyError(digest)
+            if len(self._definitions) >= DEFINITIONS_CACHED:
+                self._definitions.clear()
+            steps = self._definitions[digest] = json.loads(raw)
+        return steps
+
+    def grant(self, reply: Reply) -> Grant:
         """Decode the `run` answer of step_begin / comp_begin."""
-        attempt, remaining, payload, definition, corr, saga_type, *outs = reply.values
-        steps = json.loads(definition)
+        attempt, remaining, payload, digest, corr, saga_type, *outs = reply.values
+        steps = self.definition(digest)
         outputs = {
             steps[j]["name"]: json.loads(out) for j, out in enumerate(outs) if out is not None
         }
@@ -402,11 +445,21 @@ class RedisStore:
 
     def history(self, saga_id: str) -> list[dict[str, Any]]:
         """The saga's transitions, oldest first (the newest `history_limit` are kept)."""
-        entries = self.redis.lrange(self.keys.history(saga_id), 0, -1)
+        pipe = self.redis.pipeline(transaction=False)
+        pipe.hget(self.keys.saga(saga_id), "created")
+        pipe.lrange(self.keys.history(saga_id), 0, -1)
+        created, entries = pipe.execute()
         out = []
         for raw in entries:
-            entry = json.loads(raw)
-            entry["at"] = _iso(entry["at"])
+            # Compact entries (lua/lib.lua commit): [ms since created, version, event,
+            # status, step or null, message if any].
+            after, version, event, status, step, *message = json.loads(raw)
+            entry = {"at": _iso(int(created) + after), "event": event, "version": version}
+            entry["status"] = status
+            if step is not None:
+                entry["step"] = step
+            if message:
+                entry["message"] = message[0]
             out.append(entry)
         return out
 

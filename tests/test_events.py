@@ -86,6 +86,20 @@ def test_mixed_http_and_event_steps_complete(
     assert [c.body for c in stub.calls(sid) if c.path == "/ok/c"] == [{"reservation": "R-1"}]
 
 
+def test_reply_found_by_correlation_id(engine: Any, consumer: None) -> None:
+    """A reply may name the correlation id instead of the saga: the one it was given, or,
+    for a saga given none, its own id (which stands in for one and is not indexed)."""
+    given = f"order-{uuid.uuid4()}"
+    with_corr = engine.start({**definition(), "correlation_id": given}).saga["saga_id"]
+    without = engine.start(definition()).saga["saga_id"]
+    for sid, corr in ((with_corr, given), (without, without)):
+        command_for(engine, sid)
+        wait_status(engine, sid, "RUNNING")
+        published = engine.events.publish("inventory.reserved", None, corr, {"reservation": "R"})
+        assert published.matched == [sid]
+        assert wait_final(engine, sid)["status"] == "COMPLETED"
+
+
 def test_failure_event_compensates(engine: Any, consumer: None, stub: StubService) -> None:
     """A failure event fails the step (it did not take effect) and compensates the rest."""
     sid = engine.start(definition()).saga["saga_id"]

@@ -168,3 +168,101 @@ def test_indexes_and_history_follow_transitions(store: RedisStore) -> None:
     assert events == [("created", 1), ("step_started", 2), ("saga_completed", 3)]
     stats = store.stats()
     assert stats["started|t"] >= 1 and stats["finished|t|COMPLETED"] >= 1
+
+
+def finish(store: RedisStore, saga_id: str, steps: int) -> None:
+    for i in range(steps):
+        assert store.step_begin(saga_id, i, f"L{i}").code == "run"
+        store.step_complete(saga_id, i, f"L{i}", 1, "null")
+
+
+def test_finished_saga_is_repacked_compactly(store: RedisStore) -> None:
+    """A COMPLETED saga keeps what its document and a later compensation need, drops what
+    only steered executions, and its hash gets Redis's compact encoding back."""
+    saga_id = new_saga(store, steps=5)
+    key = store.keys.saga(saga_id)
+    finish(store, saga_id, 4)
+    assert "3:lease" in store.redis.hkeys(key)
+    before = store.get(saga_id)
+    finish_last = (
+        store.step_begin(saga_id, 4, "L4").code,
+        store.step_complete(saga_id, 4, "L4", 1, "null").code,
+    )
+    assert finish_last == ("run", "saga_completed")
+    fields = store.redis.hkeys(key)
+    assert not [f for f in fields if f.split(":")[-1] in ("lease", "dl", "to", "ma", "fatt")]
+    assert "arrived" not in fields and "" not in store.redis.hvals(key)
+    assert store.redis.object("encoding", key) == "listpack"
+    after = store.get(saga_id)
+    assert after["status"] == "COMPLETED" and after["current_step"] is None
+    assert [s["status"] for s in after["steps"]] == ["COMPLETED"] * 5
+    assert [s["started_at"] for s in after["steps"][:4]] == [
+        s["started_at"] for s in before["steps"][:4]
+    ]
+    # A repacked saga can still be compensated, newest first, to the end.
+    answer = store.compensate(saga_id, "undo", None)
+    assert answer.values == ["4", "3", "2", "1", "0"]
+    for i in (4, 3, 2, 1, 0):
+        assert store.comp_begin(saga_id, i, f"C{i}", 10_000).code == "run"
+        store.comp_complete(saga_id, i, f"C{i}", 1)
+    assert store.get(saga_id)["status"] == "COMPENSATED"
+    assert store.redis.object("encoding", key) == "listpack"
+
+
+def test_definition_is_stored_once_and_goes_with_its_last_saga(store: RedisStore) -> None:
+    """Sagas with the same definition share one copy; deleting the last one deletes it."""
+    unique = {"name": "s0", "action": {"service": "svc", "path": f"/{uuid.uuid4()}"}}
+    definition = parse_definition({"saga_type": "t", "steps": [unique]}, SETTINGS)
+    first, second = str(uuid.uuid4()), str(uuid.uuid4())
+    for saga_id in (first, second):
+        store.create(saga_id, definition, saga_id)
+    digest = store.redis.hget(store.keys.saga(first), "def")
+    assert digest == store.redis.hget(store.keys.saga(second), "def")
+    assert store.redis.hget(store.keys.definitions, digest) == "2"
+    assert store.definition(digest)[0]["name"] == "s0"
+    for saga_id in (first, second):
+        finish(store, saga_id, 1)
+        assert store.delete(saga_id).code == "deleted"
+        assert store.redis.exists(store.keys.definition(digest)) == (saga_id == first)
+    assert store.redis.hget(store.keys.definitions, digest) is None
+
+
+def test_find_by_type_and_status_and_correlation(store: RedisStore) -> None:
+    """Status and type select their combined index; a correlation id finds the sagas given
+    it and the saga whose own id it is (not indexed); every filter combines with AND."""
+    from sagas.store import ListQuery
+
+    def saga(saga_type: str, corr: str | None, done: bool) -> str:
+        step = {"name": "a", "action": {"service": "svc", "path": "/"}}
+        definition = parse_definition({"saga_type": saga_type, "steps": [step]}, SETTINGS)
+        saga_id = str(uuid.uuid4())
+        store.create(saga_id, definition, corr or saga_id)
+        if done:
+            finish(store, saga_id, 1)
+        return saga_id
+
+    def ids(**query: Any) -> tuple[int, list[str]]:
+        total, records = store.find(ListQuery(**query))
+        return total, [r["saga_id"] for r in records]
+
+    a, b, c1 = (f"{name}-{uuid.uuid4()}" for name in ("a", "b", "c1"))  # this test's own
+    a_done = [saga(a, c1, True) for _ in range(3)]
+    a_running = saga(a, c1, False)
+    b_done = saga(b, None, True)
+    assert ids(saga_type=a, status="COMPLETED") == (3, a_done[::-1])
+    assert ids(saga_type=a, status="RUNNING") == (1, [a_running])
+    assert ids(saga_type=b, status="RUNNING") == (0, [])
+    assert ids(saga_type=a, status="COMPLETED", page=2, page_size=2) == (3, [a_done[0]])
+    assert ids(correlation_id=c1) == (4, [a_running, *a_done[::-1]])
+    assert ids(correlation_id=c1, status="COMPLETED", page_size=1) == (3, [a_done[2]])
+    assert ids(correlation_id=b_done) == (1, [b_done])
+    assert ids(correlation_id=b_done, status="RUNNING") == (0, [])
+    assert ids(correlation_id=b_done, saga_type=b, status="COMPLETED") == (1, [b_done])
+    created = int(store.redis.hget(store.keys.saga(b_done), "created"))
+    assert ids(correlation_id=b_done, created_before=created) == (0, [])
+    assert ids(correlation_id=b_done, created_after=created - 1) == (1, [b_done])
+    assert store.correlated(b_done, 10) == [b_done]
+    assert not store.redis.exists(store.keys.correlation(b_done))
+    store.delete(b_done)
+    assert ids(correlation_id=b_done) == (0, [])
+    assert store.redis.zcard(store.keys.type_status(b, "COMPLETED")) == 0

@@ -1,9 +1,11 @@
 -- Create a saga in RUNNING with every step PENDING.
 -- KEYS: common 1..11 (lib.lua), KEYS[12] idx:all, KEYS[13] idx:type:<type>,
---       KEYS[14] idx:corr:<correlation id>, KEYS[15] idempotency key (hash: saga, fp)
+--       KEYS[14] idx:corr:<correlation id>, KEYS[15] idempotency key (hash: saga, fp),
+--       KEYS[16] def:<digest> (the definition, shared), KEYS[17] defs (digest -> sagas using it)
 -- ARGV[1] saga id, ARGV[2] type, ARGV[3] correlation id, ARGV[4] payload JSON,
 -- ARGV[5] definition JSON, ARGV[6] saga timeout ms, ARGV[7] request fingerprint ("" = no
--- Idempotency-Key), ARGV[8] idempotency TTL seconds, then per step 6 values:
+-- Idempotency-Key), ARGV[8] idempotency TTL seconds, ARGV[9] the definition's digest, then
+-- per step 6 values:
 -- name, has compensation ("1"/"0"), step timeout ms, max attempts, and for event steps the
 -- awaited success and failure event types ("" otherwise).
 -- Returns {"created", version} (RUNNING: dispatch its steps), {"pending", version} (no slot:
@@ -23,12 +25,14 @@ if redis.call('EXISTS', SAGA) == 1 then return {'exists', tonumber(get('ver'))} 
 local clock = redis.call('TIME')
 local now = tonumber(clock[1]) * 1000 + math.floor(tonumber(clock[2]) / 1000)
 local arrived = string.format('%d.%03d', now, tonumber(clock[2]) % 1000)
-local n = (#ARGV - 8) / 6
+local n = (#ARGV - 9) / 6
+redis.call('SET', KEYS[16], ARGV[5], 'NX')
+redis.call('HINCRBY', KEYS[17], ARGV[9], 1)
 redis.call('HSET', SAGA, 'id', ARGV[1], 'type', ARGV[2], 'corr', ARGV[3], 'payload', ARGV[4],
-  'def', ARGV[5], 'n', n, 'created', now, 'updated', now, 'deadline', now + tonumber(ARGV[6]),
+  'def', ARGV[9], 'n', n, 'created', now, 'updated', now, 'deadline', now + tonumber(ARGV[6]),
   'finished', '', 'failure', '', 'cfailure', '', 'cur', -1, 'ver', 0, 'arrived', arrived)
 for j = 0, n - 1 do
-  local base = 8 + j * 6
+  local base = 9 + j * 6
   sset(j, 'name', ARGV[base + 1], 'st', 'PENDING', 'att', 0, 'hc', ARGV[base + 2],
     'to', ARGV[base + 3], 'ma', ARGV[base + 4], 'aws', ARGV[base + 5], 'awf', ARGV[base + 6])
   if ARGV[base + 2] == '1' then sset(j, 'cst', 'PENDING', 'catt', 0) end
@@ -44,7 +48,9 @@ else
 end
 redis.call('ZADD', KEYS[12], now, ARGV[1])
 redis.call('ZADD', KEYS[13], now, ARGV[1])
-redis.call('ZADD', KEYS[14], now, ARGV[1])
+-- A saga without a correlation id of its own has its id as one: nothing to index (see
+-- RedisStore.correlated), which spares a key per saga.
+if ARGV[3] ~= ARGV[1] then redis.call('ZADD', KEYS[14], now, ARGV[1]) end
 redis.call('ZADD', KEYS[3], now + tonumber(ARGV[6]), 'saga|' .. ARGV[1])
 stat('started|' .. ARGV[2])
 if ARGV[7] ~= '' then

@@ -11,11 +11,18 @@
 --   KEYS[4]  stats hash           <prefix>stats    (counters for metrics)
 --   KEYS[5..10] status indexes    <prefix>idx:status:<STATUS> (score = created epoch ms)
 --   KEYS[11] finished sorted set  <prefix>finished (score = finished epoch ms, for retention)
+-- One key is not passed in KEYS but derived here: the status index of the saga's type,
+-- <prefix>idx:ts:<type>:<STATUS> (Keys.type_status), which set_status moves the saga between.
+-- Standalone Redis allows it; these scripts were not Cluster-ready anyway (docs/design.md).
 -- Step fields in the saga hash are "<i>:<field>" with i 0-based: st (status), att (attempts),
 -- lease (task id of the execution holding the step), fatt (last attempt whose failure was
 -- recorded), unc ("1" = outcome uncertain), t0/t1 (epoch ms), dl (deadline epoch ms), to
 -- (timeout ms), ma (max attempts), out (JSON output), err, hc ("1" = has a compensation),
 -- cst/catt/clease/cdl/cerr (the compensation's status, attempts, lease, deadline, error).
+-- The definition is not in the hash: field "def" holds its digest, and the JSON is the string
+-- <prefix>def:<digest>, shared by every saga with the same definition (Keys.definition).
+-- History entries are compact JSON arrays: [ms since created, version, event, saga status,
+-- step name or null, message (only when there is one)].
 
 local SAGA = KEYS[1]
 local STATUS_INDEX = {PENDING = 5, RUNNING = 6, COMPLETED = 7, COMPENSATING = 8,
@@ -27,6 +34,12 @@ local DURATION_BUCKETS = {__DURATION_BUCKETS__}
 local REDRIVE_MS = __REDRIVE_MS__
 -- Sagas RUNNING at once (MAX_CONCURRENT_SAGAS); more wait as PENDING.
 local MAX_RUNNING = __MAX_RUNNING__
+local KEY_PREFIX = "__KEY_PREFIX__"
+-- Fields a COMPLETED or COMPENSATED saga no longer needs (see repack): they only steer
+-- executions in flight or admission. Step fields are "<i>:<name>".
+local TRANSIENT = {arrived = true, cur = true}
+local TRANSIENT_STEP = {lease = true, clease = true, dl = true, cdl = true, to = true,
+                        ma = true, fatt = true}
 
 local function now_ms()
   local t = redis.call('TIME')
@@ -53,15 +66,22 @@ end
 
 local function saga_id() return get('id') end
 
+local function type_status_key(status) return KEY_PREFIX .. 'idx:ts:' .. get('type') .. ':' .. status end
+
 local function set_status(new)
   local old = get('status')
   local id = saga_id()
-  if old and STATUS_INDEX[old] then redis.call('ZREM', KEYS[STATUS_INDEX[old]], id) end
+  if old and STATUS_INDEX[old] then
+    redis.call('ZREM', KEYS[STATUS_INDEX[old]], id)
+    redis.call('ZREM', type_status_key(old), id)
+  end
   -- Scores are creation epoch ms; PENDING's carry microseconds too (field "arrived"), so that
   -- admission is first come, first served even within one millisecond.
-  local score = get('created')
+  local created = get('created')
+  local score = created
   if new == 'PENDING' then score = get('arrived') or score end
   redis.call('ZADD', KEYS[STATUS_INDEX[new]], score, id)
+  redis.call('ZADD', type_status_key(new), created, id)
   redis.call('HSET', SAGA, 'status', new)
 end
 
@@ -69,9 +89,9 @@ end
 local function commit(now, event, step, message)
   local v = redis.call('HINCRBY', SAGA, 'ver', 1)
   redis.call('HSET', SAGA, 'updated', now)
-  local entry = {at = now, event = event, version = v, status = get('status')}
-  if step ~= nil then entry.step = get(step .. ':name') end
-  if message ~= nil and message ~= '' then entry.message = message end
+  local entry = {now - tonumber(get('created')), v, event, get('status'), cjson.null}
+  if step ~= nil then entry[5] = get(step .. ':name') end
+  if message ~= nil and message ~= '' then entry[6] = message end
   redis.call('RPUSH', KEYS[2], cjson.encode(entry))
   redis.call('LTRIM', KEYS[2], -HISTORY_LIMIT, -1)
   return v
@@ -94,11 +114,35 @@ local function clear_timers(n)
   end
 end
 
+-- Rewrite the hash of a saga that reached COMPLETED or COMPENSATED without what only a saga
+-- in flight needs (TRANSIENT fields, empty values: every reader takes a missing field for
+-- ""). A new key lets Redis choose its compact encoding (listpack) again when the values are
+-- small: a hash never converts back by itself. A finished saga is kept for days, so this
+-- is what its memory is made of (docs/performance.md).
+local function repack()
+  local all = redis.call('HGETALL', SAGA)
+  local keep = {}
+  for k = 1, #all, 2 do
+    local field, value = all[k], all[k + 1]
+    local name = string.match(field, '^%d+:(.+)$')
+    local transient = (name and TRANSIENT_STEP[name]) or (not name and TRANSIENT[field])
+    if value ~= '' and not transient and not (name == 'unc' and value == '0') then
+      keep[#keep + 1] = field
+      keep[#keep + 1] = value
+    end
+  end
+  redis.call('DEL', SAGA)
+  for k = 1, #keep, 200 do
+    redis.call('HSET', SAGA, unpack(keep, k, math.min(k + 199, #keep)))
+  end
+end
+
 -- Enter a final status (COMPLETED or COMPENSATED): stamp, count, index for retention.
 local function finish(now, status)
   set_status(status)
   redis.call('HSET', SAGA, 'finished', now)
   clear_timers(tonumber(get('n')))
+  repack()
   redis.call('ZADD', KEYS[11], now, saga_id())
   stat('finished|' .. get('type') .. '|' .. status)
   local ms = now - tonumber(get('created'))
