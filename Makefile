@@ -5,7 +5,7 @@ VENV   ?= .venv
 BIN     = $(VENV)/bin
 STAMP   = $(VENV)/.installed-$(shell cat setup.cfg pyproject.toml | cksum | cut -d' ' -f1)
 
-.PHONY: install redis-server test chaos bench bench-smoke lint typecheck clean
+.PHONY: install install-bench redis-server test chaos bench bench-smoke lint typecheck clean
 
 install: $(STAMP)
 
@@ -30,14 +30,30 @@ test: install redis-server
 chaos: install redis-server
 	$(BIN)/python -m pytest -m chaos -s $(PYTEST_ARGS)
 
-# Benchmarks run on demand (not timed tests): results in bench/results.json, docs/performance.md.
-bench: install redis-server
-	$(BIN)/python -m bench.run --sagas 1000 --latency 200 --persistence both
+# Benchmarks run on demand (not timed tests): results in bench/results.json, charts in
+# docs/img/, figures in docs/performance.md. About 12 minutes on 2 cores: the headline comparison
+# three times per persistence mode, then five worker pools at 500 sagas, then the API under load.
+bench: install-bench redis-server
+	$(BIN)/python -m bench.run --sagas 1000 --latency 200 --persistence both --repeat 3 --scaling 500
 	$(BIN)/python -m bench.api_load --rate 200 --seconds 10
+	$(BIN)/python -m bench.plot
 
-# CI keeps the harness working with a few dozen sagas; its figures mean nothing.
-bench-smoke: install redis-server
-	$(BIN)/python -m bench.run --sagas 30 --latency 10 --persistence aof --out /tmp/bench-smoke.json
+# CI keeps the harness working with a few dozen sagas: every code path (no-op and HTTP steps,
+# latency, a scaling point, the charts), both persistence modes; its figures mean nothing.
+bench-smoke: install-bench redis-server
+	out=$$(mktemp -d) && \
+	$(BIN)/python -m bench.run --sagas 30 --latency 10 --persistence both --repeat 1 \
+	  --scaling 20 --scaling-points prefork:1 --out $$out/results.json && \
+	$(BIN)/python -m bench.plot --results $$out/results.json --out $$out/img && \
+	rm -rf $$out
+
+# matplotlib for the charts: only the benchmarks need it.
+BENCH_STAMP = $(STAMP)-bench
+install-bench: $(BENCH_STAMP)
+
+$(BENCH_STAMP): $(STAMP)
+	$(BIN)/python -m pip install --quiet -e '.[dev,bench]'
+	touch $@
 
 lint: install
 	$(BIN)/ruff check .
