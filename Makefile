@@ -5,7 +5,7 @@ VENV   ?= .venv
 BIN     = $(VENV)/bin
 STAMP   = $(VENV)/.installed-$(shell cat setup.cfg pyproject.toml | cksum | cut -d' ' -f1)
 
-.PHONY: install install-bench redis-server test chaos bench bench-smoke lint typecheck clean
+.PHONY: install install-bench redis-server hey test chaos bench bench-smoke lint typecheck clean
 
 install: $(STAMP)
 
@@ -22,6 +22,12 @@ redis-server:
 	  echo "redis-server not found: installing Debian's redis-server package"; \
 	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq redis-server; }
 
+# The API benchmark's load generator (Go, rate-limited, per-request CSV), from Debian.
+hey:
+	@command -v hey >/dev/null 2>&1 || { \
+	  echo "hey not found: installing Debian's hey package"; \
+	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq hey; }
+
 # The default suite: real Redis (REDIS_URL if it answers, else a redis-server of its own),
 # a real Celery worker subprocess and real HTTP stub services.
 test: install redis-server
@@ -31,20 +37,25 @@ chaos: install redis-server
 	$(BIN)/python -m pytest -m chaos -s $(PYTEST_ARGS)
 
 # Benchmarks run on demand (not timed tests): results in bench/results.json, charts in
-# docs/img/, figures in docs/performance.md. About 12 minutes on 2 cores: the headline comparison
-# three times per persistence mode, then five worker pools at 500 sagas, then the API under load.
-bench: install-bench redis-server
+# docs/img/, figures in docs/performance.md. About 35 minutes on 2 cores: the headline comparison
+# three times per persistence mode, five worker pools at 500 sagas, the API under load, then
+# memory and GET /saga with 100,000 and 1,000,000 sagas stored (filling takes most of it).
+bench: install-bench redis-server hey
 	$(BIN)/python -m bench.run --sagas 1000 --latency 200 --persistence both --repeat 3 --scaling 500
 	$(BIN)/python -m bench.api_load --rate 200 --seconds 10
+	$(BIN)/python -m bench.listing --sizes 100000 1000000
 	$(BIN)/python -m bench.plot
 
 # CI keeps the harness working with a few dozen sagas: every code path (no-op and HTTP steps,
 # latency, a scaling point, the charts), both persistence modes; its figures mean nothing.
-bench-smoke: install-bench redis-server
+bench-smoke: install-bench redis-server hey
 	out=$$(mktemp -d) && \
 	$(BIN)/python -m bench.run --sagas 30 --latency 10 --persistence both --repeat 1 \
 	  --scaling 20 --scaling-points prefork:1 --out $$out/results.json && \
-	$(BIN)/python -m bench.plot --results $$out/results.json --out $$out/img && \
+	$(BIN)/python -m bench.api_load --rate 40 --seconds 2 --out $$out/api.json && \
+	$(BIN)/python -m bench.listing --sizes 300 --queries 5 --out $$out/listing.json && \
+	$(BIN)/python -m bench.plot --results $$out/results.json --api-results $$out/api.json \
+	  --listing-results $$out/listing.json --out $$out/img && \
 	rm -rf $$out
 
 # matplotlib for the charts: only the benchmarks need it.

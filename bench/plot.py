@@ -1,8 +1,9 @@
 """PNG charts of the benchmark results, for docs/performance.md: bench/results.json (written by
-`python -m bench.run`) and, when it exists, bench/api_results.json (`python -m bench.api_load`).
+`python -m bench.run`) and, when they exist, bench/api_results.json (`python -m
+bench.api_load`) and bench/listing_results.json (`python -m bench.listing`).
 
     python -m bench.plot [--results bench/results.json] [--api-results bench/api_results.json]
-                         [--out docs/img]
+                         [--listing-results bench/listing_results.json] [--out docs/img]
 
 A chart whose figures are not in the results (no HTTP steps, no scaling run, no latency runs,
 no API results) is left out rather than drawn empty.
@@ -211,6 +212,37 @@ def plot_api(api: dict[str, Any]) -> Figure | None:
     return fig
 
 
+def plot_listing(listing: dict[str, Any]) -> Figure | None:
+    """`GET /saga` p50 and p99 per query, one group of bars per number of sagas stored."""
+    sizes = listing.get("sizes") or []
+    if not sizes:
+        return None
+    names = list(sizes[0]["queries"])
+    fig = Figure(figsize=(11, 4.8), layout="constrained")
+    ax = fig.add_subplot()
+    width = 0.8 / (2 * len(sizes))
+    colours = ("tab:blue", "tab:orange", "tab:purple", "tab:brown")
+    for k, size in enumerate(sizes):
+        for j, key in enumerate(("p50_ms", "p99_ms")):
+            offset = (2 * k + j) * width - 0.4 + width / 2
+            values = [size["queries"][name][key] for name in names]
+            ax.bar(
+                [i + offset for i in range(len(names))],
+                values,
+                width,
+                color=colours[k % len(colours)],
+                alpha=0.55 if key == "p50_ms" else 1.0,
+                label=f"{size['sagas']:,} sagas, {key.removesuffix('_ms')}",
+            )
+    ax.axhline(20, color="tab:red", linestyle="--", linewidth=1, label="target 20 ms")
+    ax.set_xticks(range(len(names)), [n.replace(" + ", "\n+ ") for n in names], fontsize=8)
+    ax.set_ylabel("ms")
+    ax.legend(fontsize=8)
+    ax.grid(axis="y", alpha=0.3)
+    ax.set_title("GET /saga (page of 50) with many finished sagas stored, AOF", fontsize=10)
+    return fig
+
+
 def percentiles(node: Any, path: str) -> Iterator[tuple[str, dict[str, float]]]:
     """Every entry with p50_ms and p99_ms, at any depth, named by its path: the API benchmark
     adds endpoints and may group them."""
@@ -235,6 +267,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--results", default=str(ROOT / "bench" / "results.json"))
     parser.add_argument("--api-results", default=str(ROOT / "bench" / "api_results.json"))
+    parser.add_argument("--listing-results", default=str(ROOT / "bench" / "listing_results.json"))
     parser.add_argument("--out", default=str(ROOT / "docs" / "img"))
     args = parser.parse_args()
     out = Path(args.out)
@@ -248,6 +281,9 @@ def main() -> None:
     api = Path(args.api_results)
     if api.exists():
         charts["api_latency.png"] = lambda: plot_api(json.loads(api.read_text()))
+    listing = Path(args.listing_results)
+    if listing.exists():
+        charts["listing.png"] = lambda: plot_listing(json.loads(listing.read_text()))
     for name, draw in charts.items():
         written = save(draw(), out / name)
         print(f"{written or name + ': no figures for it, left out'}")
