@@ -1,6 +1,6 @@
 """Redis memory per finished saga, and `GET /saga` latency with many sagas stored.
 
-    python -m bench.listing [--sizes 100000 1000000] [--queries 30]
+    python -m bench.listing [--sizes 100000 1000000] [--queries 100]
 
 Fills a fresh redis-server (AOF everysec) with five-step `builtin.noop` sagas through the
 store's real Lua transitions, pipelined (no worker: executing a million sagas through Celery
@@ -170,7 +170,7 @@ def start_api(env: dict[str, str]) -> tuple[subprocess.Popen[bytes], str]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--sizes", type=int, nargs="+", default=[100_000, 1_000_000])
-    parser.add_argument("--queries", type=int, default=30)
+    parser.add_argument("--queries", type=int, default=100)
     parser.add_argument("--out", default=str(ROOT / "bench" / "listing_results.json"))
     args = parser.parse_args()
     workdir = Path(tempfile.mkdtemp(prefix="saga-listing-bench-"))
