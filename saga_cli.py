@@ -78,7 +78,7 @@ def api(binds: tuple[str, ...], gunicorn_args: tuple[str, ...]) -> None:
     """Run the REST API under gunicorn with gunicorn.conf.py.
 
     Extra options go to gunicorn (e.g. `-w 4`, `--timeout 60`; `-c FILE` replaces
-    gunicorn.conf.py). Workers: $WEB_CONCURRENCY (default 2). Prometheus multiprocess metrics
+    gunicorn.conf.py). Workers: $WEB_CONCURRENCY (default 4). Prometheus multiprocess metrics
     go to $PROMETHEUS_MULTIPROC_DIR, wiped at start; unset, a fresh temporary directory is used
     and removed at exit.
     """

@@ -1,7 +1,7 @@
 """The API under a fixed request rate from a second process: `POST /saga/start` and
 `GET /saga/{id}/status` on gunicorn, p50/p99.
 
-    python -m bench.api_load [--rate 200] [--seconds 10] [--web-workers 2]
+    python -m bench.api_load [--rate 200] [--seconds 10] [--web-workers 4]
 
 The load comes from `hey` (Go, Debian's package), which writes every request's time as CSV;
 the percentiles are computed here. One `hey -c 1` per client, each at rate / CLIENTS
@@ -118,7 +118,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--rate", type=float, default=200)
     parser.add_argument("--seconds", type=float, default=10)
-    parser.add_argument("--web-workers", type=int, default=2, help="gunicorn workers")
+    parser.add_argument("--web-workers", type=int, default=4, help="gunicorn workers")
     parser.add_argument("--out", default=str(ROOT / "bench" / "api_results.json"))
     args = parser.parse_args()
     if shutil.which("hey") is None:
