@@ -20,6 +20,7 @@ from typing import Any
 from matplotlib.axes import Axes
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
+from matplotlib.ticker import ScalarFormatter
 
 ROOT = Path(__file__).resolve().parent.parent
 SAGA, PLAIN = "tab:blue", "tab:gray"
@@ -202,8 +203,10 @@ def plot_api(api: dict[str, Any]) -> Figure | None:
             label=key.removesuffix("_ms"),
         )
         ax.bar_label(bars, fmt="%.1f", fontsize=8)
-    ax.set_xticks(range(len(endpoints)), list(endpoints))
+    ax.set_xticks(range(len(endpoints)), [name.replace(".", "\n") for name in endpoints])
     ax.set_yscale("log")
+    ax.yaxis.set_major_formatter(ScalarFormatter())
+    ax.axhline(15, color="tab:red", linestyle="--", linewidth=1, label="target: POST p99 15 ms")
     ax.set_ylabel("ms (log scale)")
     ax.legend()
     ax.grid(axis="y", alpha=0.3)

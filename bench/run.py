@@ -382,10 +382,14 @@ def http_figures(
 
 
 def latency_figures(rig: Rig, runs: int) -> dict[str, Any]:
-    """One at a time, submit to end: `runs` sagas, then `runs` plain chains."""
+    """One at a time, submit to end: `runs` sagas and `runs` plain chains, alternately, so that
+    a drift of the machine during the run (seen here: the plain chain's median moving from 8
+    to 12 ms between runs) weighs on both sides alike."""
     definition = saga_definition(http=False)
-    saga_ms = latencies(lambda: rig.one_saga(definition), runs)
-    plain_ms = latencies(rig.one_chain, runs)
+    saga_ms, plain_ms = [], []
+    for _ in range(runs):
+        saga_ms += latencies(lambda: rig.one_saga(definition), 1)
+        plain_ms += latencies(rig.one_chain, 1)
 
     def pct(values: list[float], q: int) -> float:
         return round(statistics.quantiles(values, n=100)[q - 1], 2)
