@@ -37,7 +37,7 @@ chaos: install redis-server
 	$(BIN)/python -m pytest -m chaos -s $(PYTEST_ARGS)
 
 # Benchmarks run on demand (not timed tests): results in bench/results.json, charts in
-# docs/img/, figures in docs/performance.md. About 35 minutes on 2 cores: the headline comparison
+# docs/img/, figures in docs/performance.md. About 30 minutes on 2 cores: the headline comparison
 # three times per persistence mode, five worker pools at 500 sagas, the API under load, then
 # memory and GET /saga with 100,000 and 1,000,000 sagas stored (filling takes most of it).
 bench: install-bench redis-server hey
