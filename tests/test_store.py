@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import threading
+import time
 import uuid
 from collections.abc import Callable
 from typing import Any
@@ -236,6 +237,7 @@ def test_find_by_type_and_status_and_correlation(store: RedisStore) -> None:
         step = {"name": "a", "action": {"service": "svc", "path": "/"}}
         definition = parse_definition({"saga_type": saga_type, "steps": [step]}, SETTINGS)
         saga_id = str(uuid.uuid4())
+        time.sleep(0.002)  # "newest first" is by creation millisecond; ties go by id
         store.create(saga_id, definition, corr or saga_id)
         if done:
             finish(store, saga_id, 1)
