@@ -186,6 +186,21 @@ def test_api_prepares_the_prometheus_directory(tmp_path: Path) -> None:
     assert list(tmp.iterdir()) == []
 
 
+def test_gunicorn_workers_freeze_what_they_loaded() -> None:
+    """After loading the app, a gunicorn worker moves its objects out of the collector's
+    reach, so that full collections do not stall requests (gunicorn.conf.py)."""
+    import gc
+    import runpy
+
+    config = runpy.run_path(str(ROOT / "gunicorn.conf.py"))
+    assert gc.get_freeze_count() == 0
+    try:
+        config["post_worker_init"](None)
+        assert gc.get_freeze_count() > 1000
+    finally:
+        gc.unfreeze()
+
+
 # --- components --------------------------------------------------------------------------------
 def test_demo_services_serve_and_stop_on_sigterm(tmp_path: Path) -> None:
     ports = {"auth": free_port(), "airtable": free_port(), "notification": free_port()}
