@@ -334,9 +334,27 @@ class RedisStore:
 
     # --- reads -----------------------------------------------------------------------
     def find(self, query: ListQuery) -> tuple[int, list[SagaRecord]]:
-        """The total matching `query` and its page of sagas, newest first, from the indexes
-        (no SCAN). Status and type select one index (both: their combined index), ranged by
-        creation time; a correlation id's sagas are checked one by one against it."""
+        """The total matching `query` and its page of sagas, newest first."""
+        total, ids = self._page(query)
+        pipe = self.redis.pipeline(transaction=False)
+        for saga_id in ids:
+            pipe.hgetall(self.keys.saga(saga_id))
+        records = [
+            _document({_text(k): _text(v) for k, v in raw.items()})
+            for raw in pipe.execute()
+            if raw  # deleted between the two calls
+        ]
+        return total, records
+
+    def correlated(self, correlation_id: str, limit: int) -> list[str]:
+        """The newest `limit` sagas with this correlation id, including the saga whose own id
+        it is (a saga given no correlation id uses its id, and is not indexed under it)."""
+        return self._page(ListQuery(correlation_id=correlation_id, page_size=limit))[1]
+
+    def _page(self, query: ListQuery) -> tuple[int, list[str]]:
+        """The total matching `query` and its page of saga ids, from the indexes (no SCAN).
+        Status and type select one index (both: their combined index), ranged by creation
+        time; a correlation id's sagas are checked one by one against it."""
         if query.status and query.saga_type:
             index = self.keys.type_status(query.saga_type, query.status)
         elif query.status:
@@ -353,21 +371,7 @@ class RedisStore:
             keys=[index, self.keys.correlation(corr), self.keys.saga(corr)],
             args=[low, high, offset, query.page_size, corr],
         )
-        pipe = self.redis.pipeline(transaction=False)
-        for saga_id in ids:
-            pipe.hgetall(self.keys.saga(_text(saga_id)))
-        records = [
-            _document({_text(k): _text(v) for k, v in raw.items()})
-            for raw in pipe.execute()
-            if raw  # deleted between the two calls
-        ]
-        return int(total), records
-
-    def correlated(self, correlation_id: str, limit: int) -> list[str]:
-        """The newest `limit` sagas with this correlation id, including the saga whose own id
-        it is (a saga given no correlation id uses its id, and is not indexed under it)."""
-        _, records = self.find(ListQuery(correlation_id=correlation_id, page_size=limit))
-        return [record["saga_id"] for record in records]
+        return int(total), [str(_text(saga_id)) for saga_id in ids]
 
     def now_ms(self) -> int:
         """Redis's clock, the one every deadline is measured by."""

@@ -66,7 +66,9 @@ end
 
 local function saga_id() return get('id') end
 
-local function type_status_key(status) return KEY_PREFIX .. 'idx:ts:' .. get('type') .. ':' .. status end
+local function type_status_key(status)
+  return KEY_PREFIX .. 'idx:ts:' .. get('type') .. ':' .. status
+end
 
 local function set_status(new)
   local old = get('status')
