@@ -33,9 +33,23 @@ notification (automation services: notifications, transformations, AI jobs)
 
 Every service answers JSON; unknown ids get 404, invalid bodies 422. A request whose JSON
 body has `"demo_fail": true` gets 422 `{"error": "demo failure requested"}` and changes
-nothing. A repeated `Idempotency-Key` with the same method and path gets the first answer
-again without acting twice. Each request is logged on one line: service, method, path,
-status and `X-Correlation-Id`.
+nothing. Each request is logged on one line: service, method, path, status and
+`X-Correlation-Id`.
+
+The saga barrier (`participant`, docs/reliability.md "The participant's side: the barrier"):
+every service puts its requests and commands behind a barrier keyed by the orchestrator's
+`Idempotency-Key: <saga_id>:<step>:<action|compensation>`, kept in a
+`participant.memory.MemoryBarrier` under the service's own lock: the state is in memory,
+so its barrier is too, and both live and die together (a barrier in Redis would outlive a
+restart of the demo and replay answers about objects that no longer exist).
+- A repeated key gets the first answer again (same status and body) without acting twice.
+- A compensation whose action this service never applied answers 200
+  `{"barrier": "null_compensation", ...}` and does nothing.
+- An action arriving after its compensation (a late call the orchestrator gave up on)
+  answers 409 `{"error": ..., "barrier": "cancelled"}` and creates nothing.
+- An answer with status 400 or more is not remembered (it had no effect): a later
+  compensation of its key is a null one.
+- A request without the header acts each time; a header that is not such a key gets 400.
 
 Choreography: given a Redis URL, the notification service also consumes the commands
 stream `<prefix>stream:commands` in its own consumer group `demo-automation` (created at id
@@ -43,9 +57,14 @@ stream `<prefix>stream:commands` in its own consumer group `demo-automation` (cr
 `DELETE /ai/jobs/<job_id>` undoes it) and appends the reply to `<prefix>stream:events`:
 `ai.analysis_completed` with the job as data, or `ai.analysis_failed` with
 `{"error": ...}` (for `"demo_fail": true` in the command's data, or invalid data). The
-reply carries the command's saga_id and correlation_id. A repeated idempotency_key acts
-once and republishes the first reply. A command is acknowledged only once its reply is
-written; other command types are acknowledged and ignored. One log line per command.
+reply carries the command's saga_id, step and correlation_id (the orchestrator matches a
+reply to the step that issued the command). The command's idempotency_key
+(`<saga_id>:<step>:action`) goes through the same barrier as the HTTP calls: a repeated key
+acts once and republishes the first reply; a command arriving after the step's
+compensation (`DELETE /ai/jobs/...` with `<saga_id>:<step>:compensation`) creates no job
+and replies `ai.analysis_failed`; a malformed key gets `ai.analysis_failed` too. A command
+is acknowledged only once its reply is written; other command types are acknowledged and
+ignored. One log line per command.
 
 Each service starts with demo data (`seed`), so the workflows can be tried at once:
 auth user `usr_demo` with workspace `ws_demo`; Airtable base `appDemoBase` with tables
@@ -62,7 +81,6 @@ import signal
 import socket
 import threading
 import uuid
-from collections import OrderedDict
 from collections.abc import Callable, Iterable, Mapping
 from datetime import UTC, datetime
 from types import FrameType
@@ -75,6 +93,9 @@ from werkzeug.routing import Map, Rule
 from werkzeug.serving import BaseWSGIServer, WSGIRequestHandler, make_server
 from werkzeug.wrappers import Request, Response
 
+from participant import BarrierKey, Decision, InvalidKey, Outcome
+from participant.memory import MemoryBarrier
+
 KINDS = ("auth", "airtable", "notification")
 DEFAULT_PORTS: dict[str, int] = {"auth": 8101, "airtable": 8102, "notification": 8103}
 ENV_VARS = {
@@ -83,7 +104,10 @@ ENV_VARS = {
     "notification": "NOTIFICATION_SERVICE_URL",
 }
 DEMO_FAILURE = "demo failure requested"
-MAX_REMEMBERED_KEYS = 10_000
+MAX_BARRIER_BRANCHES = 100_000  # (saga, step) pairs a service remembers; the oldest go first
+REPLAYED = "idempotent replay"  # the notes of a log line, by what the barrier did
+NULL_COMPENSATION = "null compensation"
+CANCELLED = "cancelled: the step was compensated before"
 COMMAND_BLOCK_MS = 1000  # how long one XREADGROUP waits for commands (and stop() at most)
 
 log = logging.getLogger("demo.services")
@@ -100,6 +124,14 @@ class ServiceError(Exception):
         super().__init__(message)
         self.status = status
         self.message = message
+
+
+class _Unrecorded(Exception):
+    """Carries an answer out of the barrier without recording it (an error: no effect)."""
+
+    def __init__(self, answer: Any) -> None:
+        super().__init__()
+        self.answer = answer
 
 
 def _now() -> str:
@@ -163,11 +195,34 @@ def _get(items: Mapping[str, JSON], item_id: str, what: str) -> JSON:
     return item
 
 
+def _note(outcome: Outcome) -> str:
+    return REPLAYED if outcome.replayed else ""
+
+
+def _cancelled(outcome: Outcome) -> JSON:
+    assert outcome.key is not None
+    return {
+        "error": f"step {outcome.key.step!r} of saga {outcome.key.saga_id} was compensated "
+        "before this action arrived: it was not applied",
+        "barrier": "cancelled",
+    }
+
+
+def _null_compensation(outcome: Outcome) -> JSON:
+    assert outcome.key is not None
+    return {
+        "barrier": "null_compensation",
+        "detail": f"no action of step {outcome.key.step!r} of saga {outcome.key.saga_id} "
+        "was applied here: nothing to undo",
+    }
+
+
 class DemoApp:
-    """A WSGI app with routing, idempotency, `demo_fail` and one log line per request.
+    """A WSGI app with routing, the saga barrier, `demo_fail` and one log line per request.
 
     Subclasses list their routes in `ROUTES` as (method, rule, handler method name); a
-    handler takes the JSON body and the path arguments and returns (status, JSON).
+    handler takes the JSON body and the path arguments and returns (status, JSON). It must
+    validate before it changes anything: an error leaves no trace (memory has no rollback).
     """
 
     KIND = ""
@@ -180,8 +235,8 @@ class DemoApp:
 
     def __init__(self, seed: bool = True) -> None:
         self.lock = threading.RLock()  # one request at a time: the state is plain dicts
-        self._replies: OrderedDict[tuple[str, str, str], Answer] = OrderedDict()
-        self._command_replies: OrderedDict[str, tuple[str, JSON]] = OrderedDict()
+        # The barrier shares the lock: a request's decision, effect and record are one step.
+        self.barrier = MemoryBarrier(lock=self.lock, max_records=MAX_BARRIER_BRANCHES)
         self._url_map = Map(
             [Rule(path, methods=[method], endpoint=name) for method, path, name in self.ROUTES]
         )
@@ -194,7 +249,7 @@ class DemoApp:
         """Load the demo data (called once, by the constructor)."""
 
     def snapshot(self) -> JSON:
-        """A deep copy of everything the service holds (no idempotency records)."""
+        """A deep copy of everything the service holds (no barrier records)."""
         raise NotImplementedError
 
     def state(self) -> JSON:
@@ -204,7 +259,7 @@ class DemoApp:
 
     def __call__(self, environ: dict[str, Any], start_response: Any) -> Iterable[bytes]:
         request = Request(environ)
-        status, answer, replayed = self.handle(request)
+        status, answer, note = self.handle(request)
         log.info(
             "%s %s %s -> %d correlation_id=%s%s",
             self.KIND,
@@ -212,7 +267,7 @@ class DemoApp:
             request.full_path.rstrip("?"),
             status,
             request.headers.get("X-Correlation-Id", "-"),
-            " (idempotent replay)" if replayed else "",
+            f" ({note})" if note else "",
             extra={
                 "service": self.KIND,
                 "method": request.method,
@@ -220,54 +275,78 @@ class DemoApp:
                 "status": status,
                 "correlation_id": request.headers.get("X-Correlation-Id"),
                 "saga_id": request.headers.get("X-Saga-Id"),
+                "barrier": note or None,
             },
         )
         response = Response(json.dumps(answer), status=status, mimetype="application/json")
         return response(environ, start_response)
 
-    def handle(self, request: Request) -> tuple[int, JSON, bool]:
-        """Answer one request: (status, JSON body, whether it replays an earlier answer)."""
-        key = request.headers.get("Idempotency-Key")
-        remembered = (key or "", request.method, request.full_path.rstrip("?"))
+    def handle(self, request: Request) -> tuple[int, JSON, str]:
+        """Answer one request: (status, JSON body, note). The note says what the barrier
+        did instead of acting ("" when the request acted, or had no key)."""
+        raw = request.headers.get("Idempotency-Key", "").strip()
         with self.lock:
             self.requests += 1
-            if key and remembered in self._replies:
-                status, answer = self._replies[remembered]
-                return status, copy.deepcopy(answer), True
-            status, answer = self._dispatch(request)
-            if key and status < 500:
-                self._replies[remembered] = (status, copy.deepcopy(answer))
-                while len(self._replies) > MAX_REMEMBERED_KEYS:
-                    self._replies.popitem(last=False)
-            return status, answer, False
+            if not raw:
+                status, answer = self._dispatch(request)
+                return status, answer, ""
+            try:
+                key = BarrierKey.parse(raw)
+            except InvalidKey as exc:
+                return 400, {"error": f"Idempotency-Key: {exc}"}, ""
 
-    def command(self, command_type: str, data: Any, key: str) -> tuple[str, JSON, bool] | None:
-        """Act on one command of the commands stream: (reply event type, reply data, whether
-        it replays the reply to an earlier command with the same idempotency `key`); None
-        for a type this service does not handle."""
+            def act() -> JSON:
+                status, answer = self._dispatch(request)
+                if status >= 400:
+                    raise _Unrecorded((status, answer))
+                return {"status": status, "body": answer}
+
+            try:
+                outcome = self.barrier.run(key, act)
+            except _Unrecorded as refused:
+                status, answer = refused.answer
+                return status, answer, ""
+            if outcome.decision is Decision.CANCELLED:
+                return 409, _cancelled(outcome), CANCELLED
+            if outcome.decision is Decision.NULL_COMPENSATION:
+                return 200, _null_compensation(outcome), NULL_COMPENSATION
+            stored = outcome.value
+            return int(stored["status"]), dict(stored["body"]), _note(outcome)
+
+    def command(self, command_type: str, data: Any, key: str) -> tuple[str, JSON, str] | None:
+        """Act on one command of the commands stream: (reply event type, reply data, note),
+        the note saying what the barrier did instead of acting ("" if it acted); None for
+        a type this service does not handle."""
         spec = self.COMMANDS.get(command_type)
         if spec is None:
             return None
         handler, success, failure = spec
-        with self.lock:
-            if key and key in self._command_replies:
-                reply_type, answer = self._command_replies[key]
-                return reply_type, copy.deepcopy(answer), True
+
+        def act() -> JSON:
             if not isinstance(data, dict):
-                reply_type, answer = failure, {"error": "the command's data must be a JSON object"}
-            elif data.get("demo_fail") is True:
-                reply_type, answer = failure, {"error": DEMO_FAILURE}
-            else:
-                try:
-                    _status, created = getattr(self, handler)(data)
-                    reply_type, answer = success, dict(created)
-                except ServiceError as exc:
-                    reply_type, answer = failure, {"error": exc.message}
-            if key:
-                self._command_replies[key] = (reply_type, copy.deepcopy(answer))
-                while len(self._command_replies) > MAX_REMEMBERED_KEYS:
-                    self._command_replies.popitem(last=False)
-            return reply_type, answer, False
+                raise _Unrecorded({"error": "the command's data must be a JSON object"})
+            if data.get("demo_fail") is True:
+                raise _Unrecorded({"error": DEMO_FAILURE})
+            try:
+                _status, created = getattr(self, handler)(data)
+            except ServiceError as exc:
+                raise _Unrecorded({"error": exc.message}) from None
+            return dict(created)
+
+        with self.lock:
+            try:
+                if not key:
+                    return success, act(), ""
+                outcome = self.barrier.run(BarrierKey.parse(key), act)
+            except InvalidKey as exc:
+                return failure, {"error": f"idempotency_key: {exc}"}, ""
+            except _Unrecorded as refused:
+                return failure, dict(refused.answer), ""
+            if outcome.decision is Decision.CANCELLED:
+                return failure, _cancelled(outcome), CANCELLED
+            if outcome.decision is Decision.NULL_COMPENSATION:  # not for an action's key
+                return failure, _null_compensation(outcome), NULL_COMPENSATION
+            return success, dict(outcome.value), _note(outcome)
 
     def _dispatch(self, request: Request) -> Answer:
         try:
@@ -961,20 +1040,22 @@ class CommandConsumer:
         if outcome is None:  # not ours
             self.client.xack(self.commands, self.group, entry_id)
             return
-        reply_type, reply, replayed = outcome
+        reply_type, reply, note = outcome
         saga_id, correlation_id = fields.get("saga_id", ""), fields.get("correlation_id", "")
+        step = fields.get("step", "")
         reply_id = self.client.xadd(
             self.events,
             {
                 "type": reply_type,
                 "saga_id": saga_id,
+                "step": step,
                 "correlation_id": correlation_id,
                 "data": json.dumps(reply),
             },
         )
         self.client.xack(self.commands, self.group, entry_id)
         log.info(
-            "%s command %s %s -> %s %s correlation_id=%s saga_id=%s%s",
+            "%s command %s %s -> %s %s correlation_id=%s saga_id=%s step=%s%s",
             self.app.KIND,
             command_type,
             entry_id,
@@ -982,16 +1063,19 @@ class CommandConsumer:
             reply_id,
             correlation_id or "-",
             saga_id or "-",
-            " (idempotent replay)" if replayed else "",
+            step or "-",
+            f" ({note})" if note else "",
             extra={
                 "service": self.app.KIND,
                 "command": command_type,
                 "entry_id": entry_id,
                 "reply": reply_type,
                 "reply_id": str(reply_id),
-                "replayed": replayed,
+                "replayed": note == REPLAYED,
+                "barrier": note or None,
                 "correlation_id": correlation_id or None,
                 "saga_id": saga_id or None,
+                "step": step or None,
             },
         )
 

@@ -293,6 +293,7 @@ def test_ai_analysis_completes(run: Any, engine: Any, consumer: None, demo: Demo
     }
     [reply] = stream_entries(engine, keys.events, saga_id=saga["saga_id"])
     assert (reply["type"], reply["correlation_id"]) == ("ai.analysis_completed", "corr-ai-1")
+    assert reply["step"] == "run_analysis"  # the step whose command it answers
     assert json.loads(reply["data"]) == job
     [record] = state["results"].values()
     assert record["fields"]["Job"] == job["id"]
@@ -395,11 +396,18 @@ def test_ai_analysis_command_is_consumed_once_per_idempotency_key(
     assert engine.get(sid)["version"] == saga["version"]
     assert outputs(engine.get(sid))["run_analysis"] == job
 
-    other = r.xadd(keys.commands, {**fields, "idempotency_key": f"{sid}:other"})
+    other = r.xadd(keys.commands, {**fields, "idempotency_key": f"{sid}:other_step:action"})
     wait_entries(engine, keys.events, 3, saga_id=sid)
     assert len(c.footprint()["jobs"]) == 2
-    pending = r.xpending_range(keys.commands, "demo-automation", "-", "+", 1000)
-    assert not {command["id"], again, other} & {p["message_id"] for p in pending}
+
+    def unacknowledged() -> set[str]:
+        pending = r.xpending_range(keys.commands, "demo-automation", "-", "+", 1000)
+        return {command["id"], again, other} & {p["message_id"] for p in pending}
+
+    deadline = time.time() + 5  # the XACK follows the reply's XADD: wait for it
+    while unacknowledged() and time.time() < deadline:
+        time.sleep(0.02)
+    assert not unacknowledged()
 
     def handled() -> list[str]:
         return [
@@ -437,24 +445,124 @@ def test_demo_calls_are_logged_with_the_sagas_correlation_id(
     assert all("correlation_id=corr-demo-7" in r.getMessage() for r in lines)
 
 
+def saga_key(saga_id: str, step: str, op: str = "action") -> dict[str, str]:
+    return {"Idempotency-Key": f"{saga_id}:{step}:{op}", "X-Saga-Id": saga_id}
+
+
 def test_demo_service_honours_idempotency_keys(demo: DemoServices) -> None:
-    """A repeated Idempotency-Key with the same method and path gets the first answer and
-    acts once; the same key on another path is another request."""
-    url = demo.urls["auth"]
+    """A repeated Idempotency-Key gets the first answer and acts once; the compensation's
+    key is another operation, which acts."""
+    url, sid = demo.urls["auth"], str(uuid.uuid4())
     email = f"{unique('idem-')}@example.com"
-    headers = {"Idempotency-Key": unique("key-")}
     body = {"email": email, "name": "Idem"}
     with httpx.Client() as client:
-        first = client.post(f"{url}/users", json=body, headers=headers)
-        again = client.post(f"{url}/users", json=body, headers=headers)
-        other = client.post(f"{url}/users", json=body)
+        first = client.post(f"{url}/users", json=body, headers=saga_key(sid, "create_account"))
+        again = client.post(f"{url}/users", json=body, headers=saga_key(sid, "create_account"))
+        other = client.post(f"{url}/users", json=body)  # no key: a new request
         user_id = first.json()["id"]
-        gone = client.delete(f"{url}/users/{user_id}", headers=headers)
+        gone = client.delete(
+            f"{url}/users/{user_id}", headers=saga_key(sid, "create_account", "compensation")
+        )
     assert (first.status_code, again.status_code) == (201, 201)
     assert again.json() == first.json()
-    assert other.status_code == 409  # a new request: the email is taken
-    assert gone.status_code == 200
+    assert other.status_code == 409  # the email is taken
+    assert gone.status_code == 200 and gone.json() == {"id": user_id, "deleted": True}
     assert [u for u in demo.state("auth")["users"].values() if u["email"] == email] == []
+
+
+@pytest.mark.parametrize("kind", ["auth", "airtable"])
+def test_demo_late_action_after_its_compensation_creates_nothing(
+    kind: str, demo: DemoServices, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A compensation that reaches the service before its action (the orchestrator gave
+    up on the action) answers 200 and does nothing; the action arriving afterwards answers
+    409 and creates nothing; both repeat the same answers."""
+    caplog.set_level(logging.INFO, logger="demo.services")
+    sid, url = str(uuid.uuid4()), demo.urls[kind]
+    if kind == "auth":
+        owner = demo.auth.add_user(f"{unique('late-')}@example.com", "Late")
+        action = ("POST", f"/users/{owner}/workspaces", {"name": "Late"}, "create_workspace")
+        undo_path = "/workspaces/ws_never_created"
+    else:
+        base = demo.airtable.add_base("CRM", {"Contacts": CONTACTS})
+        action = ("POST", f"/bases/{base}/links", {"workspace_id": "ws_late"}, "link_base")
+        undo_path = f"/bases/{base}/links/lnk_never_created"
+    method, path, body, step = action
+    before = demo.state(kind)
+    with httpx.Client(base_url=url) as client:
+        undos = [
+            client.delete(undo_path, headers=saga_key(sid, step, "compensation")) for _ in "ab"
+        ]
+        lates = [client.request(method, path, json=body, headers=saga_key(sid, step)) for _ in "ab"]
+    assert [r.status_code for r in undos] == [200, 200]
+    assert undos[0].json()["barrier"] == "null_compensation"
+    assert [r.status_code for r in lates] == [409, 409]
+    assert lates[0].json()["barrier"] == "cancelled"
+    assert demo.state(kind) == before
+    notes = [r.barrier for r in caplog.records if getattr(r, "saga_id", None) == sid]
+    assert notes == ["null compensation"] * 2 + ["cancelled: the step was compensated before"] * 2
+
+
+def test_demo_error_answers_are_not_remembered(demo: DemoServices) -> None:
+    """An error answer had no effect, so it is not remembered: its compensation is a null
+    one, and a malformed key gets 400."""
+    sid, url = str(uuid.uuid4()), demo.urls["auth"]
+    before = demo.state("auth")
+    with httpx.Client(base_url=url) as client:
+        failed = client.post(
+            "/users",
+            json={"email": "x@example.com", "name": "X", "demo_fail": True},
+            headers=saga_key(sid, "create_account"),
+        )
+        undo = client.delete(
+            "/users/usr_none", headers=saga_key(sid, "create_account", "compensation")
+        )
+        malformed = client.post("/users", json={}, headers={"Idempotency-Key": "key-1"})
+    assert failed.status_code == 422
+    assert undo.status_code == 200 and undo.json()["barrier"] == "null_compensation"
+    assert malformed.status_code == 400 and "key-1" in malformed.json()["error"]
+    assert demo.state("auth") == before
+
+
+def test_demo_command_after_its_compensation_creates_no_job(
+    engine: Any, demo: DemoServices
+) -> None:
+    """A command of the commands stream arriving after its step's compensation reached the
+    notification service creates no job and is answered with the failure event, carrying
+    the command's step."""
+    sid = str(uuid.uuid4())
+    keys, r = engine.store.keys, engine.store.redis
+    before = demo.state("notification")["ai_jobs"]
+    undo = httpx.delete(
+        f"{demo.urls['notification']}/ai/jobs/job_never_created",
+        headers=saga_key(sid, "run_analysis", "compensation"),
+    )
+    assert undo.status_code == 200 and undo.json()["barrier"] == "null_compensation"
+    data = {
+        "workspace_id": "ws_demo",
+        "base_id": "appDemoBase",
+        "table": "Contacts",
+        "analysis_type": "summary",
+        "max_units": 10,
+        "quota_reservation_id": "qr_x",
+    }
+    r.xadd(
+        keys.commands,
+        {
+            "type": "ai.analysis_requested",
+            "saga_id": sid,
+            "step": "run_analysis",
+            "correlation_id": sid,
+            "idempotency_key": f"{sid}:run_analysis:action",
+            "reply_success": "ai.analysis_completed",
+            "reply_failure": "ai.analysis_failed",
+            "data": json.dumps(data),
+        },
+    )
+    [reply] = wait_entries(engine, keys.events, 1, saga_id=sid)
+    assert (reply["type"], reply["step"]) == ("ai.analysis_failed", "run_analysis")
+    assert json.loads(reply["data"])["barrier"] == "cancelled"
+    assert demo.state("notification")["ai_jobs"] == before
 
 
 def test_demo_service_answers_404_for_unknown_ids_and_422_for_demo_fail(
