@@ -90,7 +90,8 @@ def pg_engine() -> Iterator[Engine]:
         admin.dispose()
         pytest.fail(
             f"PostgreSQL is not reachable at {POSTGRES_URL} (set PARTICIPANT_POSTGRES_URL): "
-            f"the SQL barrier tests need a real PostgreSQL. {exc.orig}"
+            f"the SQL barrier tests need a real PostgreSQL. {exc.orig}",
+            pytrace=False,
         )
     engine = create_engine(admin.url.set(database=name), pool_size=10)
     try:
