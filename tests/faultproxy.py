@@ -3,20 +3,25 @@
 It listens on 127.0.0.1 (a free port) and opens one upstream connection per client
 connection, with a thread per direction. Both directions are split into RESP frames (RESP2
 and RESP3: redis-py 8 speaks RESP3 unless told otherwise), so a fault hits exactly one
-request and its own reply even when a pipeline sends many requests in one write. Redis
-answers requests in order, one reply each; RESP3 push frames (`>`) are passed on and do not
-count as replies. Not for pub/sub or MONITOR connections, whose replies do not pair up.
+request and its own reply even when a pipeline sends many requests in one write; what the
+client wrote at once is forwarded at once. Redis answers requests in order, one reply each;
+RESP3 push frames (`>`) are passed on and do not count as replies. Not for pub/sub or
+MONITOR connections, whose replies do not pair up with requests.
 
 Faults (each for requests that `match`: bytes found in the raw request, a predicate on its
 arguments, or None for any request; `count` of them, None for every one until `clear()`):
 - `drop_next_reply`: the request goes to Redis, which executes it; its reply is swallowed
   (the replies of requests before it are delivered) and the connection is cut at once, so
-  the client sees a connection error, and replies of requests pipelined after it are lost too.
+  the client sees a connection error. Requests written together with it were forwarded
+  with it, and executed; their replies are lost too.
 - `drop_next_request`: the request is not forwarded, nor anything after it on that
-  connection; the connection is cut at once (replies still due for earlier requests are lost).
-- `delay`: the request, and every request behind it on that connection, waits `seconds`.
+  connection (requests before it are); the connection is cut at once, so replies still due
+  for earlier requests are lost.
+- `delay`: the request, and every request behind it on that connection, waits `seconds`
+  (requests before it in the same write go on at once).
 - `cut_all()` closes every open connection; `pause()` refuses new connections (accepted and
-  closed at once) until `resume()`.
+  closed at once) until `resume()`. A client's idle pooled connection that was cut is
+  replaced unnoticed by redis-py; a request in flight on it fails.
 `counts` says what it did; `exchanges` holds (request arguments, raw reply) pairs delivered.
 """
 
@@ -27,7 +32,7 @@ import socket
 import threading
 import time
 from collections import Counter, deque
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
@@ -228,8 +233,8 @@ class _Link:
                 sock.shutdown(socket.SHUT_RDWR)
             sock.close()
 
-    def _frames(self, sock: socket.socket) -> Any:
-        """Complete RESP frames read from `sock`, until it closes."""
+    def _reads(self, sock: socket.socket) -> Iterator[list[bytes]]:
+        """The complete RESP frames of each read from `sock`, until it closes."""
         buf = bytearray()
         while True:
             try:
@@ -240,32 +245,47 @@ class _Link:
                 self.cut()
                 return
             buf += data
+            frames = []
             while (end := frame_end(buf)) is not None:
-                frame = bytes(buf[:end])
+                frames.append(bytes(buf[:end]))
                 del buf[:end]
-                yield frame
+            yield frames
 
     def _requests(self) -> None:
-        for raw in self._frames(self.client):
-            args = arguments(raw)
-            faults = self.proxy._judge(raw, args)
-            for fault in faults:
-                if fault.kind == "delay":
-                    self.proxy._count("delayed")
-                    time.sleep(fault.seconds)
-            if any(f.kind == "drop_request" for f in faults):
-                self.proxy._count("dropped_requests")
-                self.cut()
-                return
-            self.pending.append((args, any(f.kind == "drop_reply" for f in faults)))
-            try:
-                self.upstream.sendall(raw)
-            except OSError:
-                self.cut()
+        # What the client wrote at once goes on at once (a pipeline stays one write), up to
+        # a request that is delayed or dropped.
+        for frames in self._reads(self.client):
+            out = bytearray()
+            for raw in frames:
+                args = arguments(raw)
+                faults = self.proxy._judge(raw, args)
+                kinds = {f.kind for f in faults}
+                if kinds & {"delay", "drop_request"} and not self._forward(out):
+                    return
+                for fault in faults:
+                    if fault.kind == "delay":
+                        self.proxy._count("delayed")
+                        time.sleep(fault.seconds)
+                if "drop_request" in kinds:
+                    self.proxy._count("dropped_requests")
+                    self.cut()
+                    return
+                self.pending.append((args, "drop_reply" in kinds))
+                out += raw
+            if not self._forward(out):
                 return
 
+    def _forward(self, data: bytearray) -> bool:
+        try:
+            self.upstream.sendall(data)
+        except OSError:
+            self.cut()
+            return False
+        data.clear()
+        return True
+
     def _replies(self) -> None:
-        for reply in self._frames(self.upstream):
+        for reply in (frame for frames in self._reads(self.upstream) for frame in frames):
             if reply.startswith(b">") or not self.pending:  # RESP3 push: not a reply
                 self._send(reply)
                 continue

@@ -119,9 +119,11 @@ def test_cut_all_closes_every_open_connection(proxy: FaultProxy, redis_url: str,
     busy, idle = through(proxy, redis_url), through(proxy, redis_url)
     assert busy.ping() and idle.ping()
     proxy.delay(1, match=b"GET", count=1)
-    threading.Timer(0.2, proxy.cut_all).start()
+    cutter = threading.Timer(0.2, proxy.cut_all)
+    cutter.start()
     with pytest.raises(redis.ConnectionError):
         busy.get(key)
+    cutter.join()
     assert proxy.counts["cut"] == 2
     assert idle.incr(key) == 1
     assert proxy.counts["connections"] == 3
