@@ -14,7 +14,16 @@ from dataclasses import dataclass
 from typing import Any
 
 from sagas import errors
-from sagas.placeholders import PLACEHOLDER, PlaceholderSyntaxError, Reference, iter_references
+from sagas.placeholders import (
+    PLACEHOLDER,
+    PlaceholderSyntaxError,
+    Reference,
+    UnsafeValue,
+    check_path,
+    is_dot_segment,
+    iter_references,
+    parse_reference,
+)
 from sagas.registry import get_task
 from sagas.settings import Settings
 
@@ -24,6 +33,14 @@ EVENT_TYPE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.:-]{0,199}$")
 HTTP_METHODS = frozenset({"GET", "POST", "PUT", "PATCH", "DELETE"})
 MAX_ATTEMPTS = 20
 MAX_CORRELATION_ID = 200
+# The correlation id travels as the X-Correlation-Id header of every call: printable ASCII
+# (0x20-0x7E), no space at either end (HTTP strips or refuses those), 1-200 characters.
+CORRELATION_ID_PATTERN = r"^[!-~]([ -~]{0,198}[!-~])?$"
+CORRELATION_ID = re.compile(CORRELATION_ID_PATTERN)
+CORRELATION_ID_RULE = (
+    f"1-{MAX_CORRELATION_ID} printable ASCII characters (no space at either end): "
+    "it is sent as the X-Correlation-Id header"
+)
 MAX_BODY_BYTES = 64 * 1024
 # A path is absolute and plain: no scheme, authority, fragment, backslash, dot segment,
 # whitespace or control character; placeholders are rendered percent-encoded.
@@ -98,14 +115,8 @@ def parse_definition(data: Any, settings: Settings) -> SagaDefinition:
             "payload", f"{payload_size} bytes, the limit is {settings.max_payload_bytes}"
         )
     correlation_id = data.get("correlation_id")
-    if correlation_id is not None and (
-        not isinstance(correlation_id, str)
-        or not 0 < len(correlation_id) <= MAX_CORRELATION_ID
-        or not correlation_id.isprintable()
-    ):
-        raise errors.InvalidValue(
-            "correlation_id", f"a printable string of 1-{MAX_CORRELATION_ID} characters"
-        )
+    if correlation_id is not None and not is_correlation_id(correlation_id):
+        raise errors.InvalidValue("correlation_id", CORRELATION_ID_RULE)
     saga_timeout = _timeout(
         data, "timeout_seconds", "timeout_seconds", settings.saga_timeout_seconds
     )
@@ -126,7 +137,35 @@ def parse_definition(data: Any, settings: Settings) -> SagaDefinition:
         step = _parse_step(raw, f"steps[{index}]", settings, saga_timeout, seen, dict(payload))
         seen.add(step.name)
         steps.append(step)
+    known = {"payload": dict(payload), "steps": {}, "saga": {"type": saga_type}}
+    if correlation_id is not None:
+        known["saga"]["correlation_id"] = correlation_id
+    for index, step in enumerate(steps):
+        for kind, action in (("action", step.action), ("compensation", step.compensation)):
+            if action is not None and action.kind == "http":
+                _check_path_values(action.spec["path"], f"steps[{index}].{kind}.path", known)
     return SagaDefinition(saga_type, dict(payload), correlation_id, saga_timeout, tuple(steps))
+
+
+def is_correlation_id(value: Any) -> bool:
+    """Whether `value` can be a correlation id (it is sent as an HTTP header value)."""
+    return isinstance(value, str) and CORRELATION_ID.match(value) is not None
+
+
+def _check_path_values(path: str, where: str, known: Mapping[str, Any]) -> None:
+    """Refuse a payload value (or correlation id) that would render a `.`, `..` or empty
+    segment of `path`, naming that field. Step outputs are checked when rendered."""
+    try:
+        check_path(path, known)
+    except UnsafeValue as exc:
+        ref = parse_reference(exc.text)
+        field = "correlation_id" if ref.root == "saga" else _payload_field(ref, known["payload"])
+        raise errors.InvalidValue(
+            field,
+            f"{{{{{exc.text}}}}} in {where} would make the path segment {exc.segment!r}, "
+            "which reaches another resource of the service ('.', '..' and empty segments "
+            "are refused)",
+        ) from None
 
 
 def _parse_step(
@@ -256,8 +295,21 @@ def _check_path(path: str, where: str) -> None:
     bare = PLACEHOLDER.sub("x", path).split("?", 1)[0]
     if "{" in bare or "}" in bare:
         raise errors.InvalidPlaceholder(where, "unbalanced '{{' or '}}'")
-    if any(segment in (".", "..") for segment in bare.split("/")):
-        raise errors.InvalidPath(where, "dot segments ('.', '..') are not allowed")
+    if any(is_dot_segment(segment) for segment in bare.split("/")):
+        raise errors.InvalidPath(
+            where, "dot segments ('.', '..', also percent-encoded) are not allowed"
+        )
+
+
+def _payload_field(ref: Reference, payload: Mapping[str, Any]) -> str:
+    """`payload.lines[0].sku` for `{{payload.lines.0.sku}}`."""
+    field, current = "payload", payload
+    for segment in ref.path:
+        if isinstance(current, list):
+            field, current = f"{field}[{segment}]", current[int(segment)]
+        else:
+            field, current = f"{field}.{segment}", current[segment]
+    return field
 
 
 def _check_size(value: Any, where: str) -> None:

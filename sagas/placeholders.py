@@ -2,17 +2,22 @@
 
 A string that is exactly one placeholder keeps the value's JSON type; inside a longer string
 the value is rendered as text. In an HTTP path, substituted values are percent-encoded so a
-value can never add segments, a query or a host.
+value can never add segments, a query or a host; and a path segment holding a value is never
+`.`, `..` (also percent-encoded, `%2e%2e`) or empty, which would reach another resource of
+the service (HTTP clients resolve dot segments: `/invoices/..` is `/`).
+
+Render errors (`RenderError`: `MissingValue`, `UnsafeValue`) name the placeholder; the engine
+fails the step without making the call.
 """
 
 from __future__ import annotations
 
 import json
 import re
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any
-from urllib.parse import quote
+from urllib.parse import quote, unquote
 
 PLACEHOLDER = re.compile(r"\{\{\s*([^{}]*?)\s*\}\}")
 _SEGMENT = re.compile(r"^[A-Za-z0-9_-]+$")
@@ -33,12 +38,36 @@ class PlaceholderSyntaxError(ValueError):
     """The placeholder is not one of the three allowed forms."""
 
 
-class MissingValue(LookupError):
+class RenderError(LookupError):
+    """A placeholder could not be rendered; `text` is the placeholder, e.g. `payload.id`."""
+
+    def __init__(self, text: str, message: str) -> None:
+        super().__init__(message)
+        self.text = text
+
+
+class MissingValue(RenderError):
     """The referenced value does not exist at render time."""
 
     def __init__(self, text: str) -> None:
-        super().__init__(f"placeholder {{{{{text}}}}} has no value")
-        self.text = text
+        super().__init__(text, f"placeholder {{{{{text}}}}} has no value")
+
+
+class UnsafeValue(RenderError):
+    """The value would make a path segment `.`, `..` or empty (another resource)."""
+
+    def __init__(self, text: str, segment: str) -> None:
+        super().__init__(
+            text,
+            f"placeholder {{{{{text}}}}} would make the path segment {segment!r}: "
+            "'.', '..' and empty segments reach another resource of the service",
+        )
+        self.segment = segment
+
+
+def is_dot_segment(segment: str) -> bool:
+    """`.` or `..`, plain or percent-encoded (`%2e`, `.%2E`): a segment that walks the path."""
+    return unquote(segment) in (".", "..")
 
 
 def parse_reference(text: str) -> Reference:
@@ -125,7 +154,52 @@ def render(value: Any, context: Mapping[str, Any]) -> Any:
 
 
 def render_path(path: str, context: Mapping[str, Any]) -> str:
-    """Render an HTTP path; each substituted value is percent-encoded as one path segment."""
-    return PLACEHOLDER.sub(
-        lambda m: quote(_as_text(lookup(parse_reference(m.group(1)), context)), safe=""), path
+    """Render an HTTP path; each substituted value is percent-encoded as one path segment.
+
+    Raises `MissingValue`, or `UnsafeValue` when a segment (before the `?`) that holds a
+    value renders as `.`, `..` (plain or percent-encoded) or nothing.
+    """
+    return _render_path(path, lambda ref: lookup(ref, context))
+
+
+def check_path(path: str, context: Mapping[str, Any]) -> None:
+    """Raise `UnsafeValue` if the values known now (`context`) make a segment of `path` unsafe.
+
+    For validation before a saga exists: a value `context` lacks (a step's output, the saga
+    id) stands for harmless text, so only a segment made of known values alone can fail here;
+    the others are checked by `render_path` at run time.
+    """
+
+    def known(ref: Reference) -> Any:
+        try:
+            return lookup(ref, context)
+        except (MissingValue, KeyError):
+            return "x"
+
+    _render_path(path, known)
+
+
+def _render_path(path: str, resolve: Callable[[Reference], Any]) -> str:
+    route, mark, query = path.partition("?")
+    pieces: list[str] = []
+    holders: dict[int, str] = {}  # segment index -> the first placeholder in it
+    segment, position = 0, 0
+    for match in PLACEHOLDER.finditer(route):
+        literal = route[position : match.start()]
+        segment += literal.count("/")
+        ref = parse_reference(match.group(1))
+        holders.setdefault(segment, ref.text)
+        # quote(safe="") encodes '/', so a value never moves the segment boundaries
+        pieces += [literal, quote(_as_text(resolve(ref)), safe="")]
+        position = match.end()
+    pieces.append(route[position:])
+    rendered = "".join(pieces)
+    for index, text in enumerate(rendered.split("/")):
+        if index in holders and (not text or is_dot_segment(text)):
+            raise UnsafeValue(holders[index], text)
+    if not mark:
+        return rendered
+    rendered_query = PLACEHOLDER.sub(
+        lambda m: quote(_as_text(resolve(parse_reference(m.group(1)))), safe=""), query
     )
+    return f"{rendered}?{rendered_query}"

@@ -49,7 +49,10 @@ _EVENT_DEMO_NOTE = (
     "failure event, data the same); the saga then compensates the steps before it."
 )
 
-_ID = {"type": "string", "minLength": 1, "maxLength": 100, "pattern": "^[^/]+$"}
+# Ids and table names fill path segments: no '/', and not a dot segment ('.' or '..', which
+# HTTP clients resolve: /workspaces/../x is /x). Written without lookahead, for any validator.
+_SEGMENT = r"^([^/.][^/]*|\.[^/.][^/]*|\.\.[^/]+)$"
+_ID = {"type": "string", "minLength": 1, "maxLength": 100, "pattern": _SEGMENT}
 _BASE_ID = {
     "type": "string",
     "pattern": "^app[A-Za-z0-9]{3,30}$",
@@ -59,7 +62,7 @@ _TABLE = {
     "type": "string",
     "minLength": 1,
     "maxLength": 100,
-    "pattern": "^[^/]+$",
+    "pattern": _SEGMENT,
     "description": "a table name of the base",
 }
 

@@ -101,6 +101,8 @@ CASES = [
     ("steps.0.action.path", "/a/../admin", errors.InvalidPath, "steps[0].action.path"),
     ("steps.0.action.path", "/a#frag", errors.InvalidPath, "steps[0].action.path"),
     ("steps.0.action.path", "/a\\b", errors.InvalidPath, "steps[0].action.path"),
+    ("steps.0.action.path", "/a/%2e%2e/admin", errors.InvalidPath, "steps[0].action.path"),
+    ("steps.0.action.path", "/a/.%2E", errors.InvalidPath, "steps[0].action.path"),
     ("steps.0.action.body", {"x": "z" * 70000}, errors.PayloadTooLarge, "steps[0].action.body"),
     ("steps.1.action.task", "no.such.task", errors.UnknownTask, "steps[1].action.task"),
     ("steps.1.action.args", [1], errors.InvalidType, "steps[1].action.args"),
@@ -230,3 +232,62 @@ def test_invalid_definition_writes_nothing(engine: Any) -> None:
             }
         )
     assert store.redis.zcard(store.keys.all) == before
+
+
+@pytest.mark.parametrize(
+    ("path", "payload", "field"),
+    [
+        ("/invoices/{{payload.order_id}}", {"order_id": ".."}, "payload.order_id"),
+        ("/invoices/{{payload.order_id}}/lines", {"order_id": "."}, "payload.order_id"),
+        ("/invoices/{{payload.order_id}}", {"order_id": ""}, "payload.order_id"),
+        ("/invoices/.{{payload.order_id}}", {"order_id": "."}, "payload.order_id"),
+        ("/i/{{payload.lines.0.sku}}", {"lines": [{"sku": ".."}]}, "payload.lines[0].sku"),
+        ("/i/{{payload.a}}{{payload.b}}", {"a": ".", "b": "."}, "payload.a"),
+    ],
+)
+def test_a_payload_value_that_would_be_a_dot_segment_is_refused(
+    path: str, payload: dict[str, Any], field: str
+) -> None:
+    """A payload value rendering a '.', '..' or empty path segment is refused, naming it."""
+    data = mutated("payload", {**VALID["payload"], **payload})
+    data["steps"][0]["compensation"]["path"] = path
+    with pytest.raises(errors.InvalidValue) as caught:
+        parse_definition(data, SETTINGS)
+    assert caught.value.field == field
+    assert "steps[0].compensation.path" in caught.value.message
+
+
+def test_a_correlation_id_that_would_be_a_dot_segment_is_refused() -> None:
+    """`{{saga.correlation_id}}` in a path with the correlation id '..' is refused."""
+    data = mutated("correlation_id", "..")
+    data["steps"][0]["action"]["path"] = "/by-request/{{saga.correlation_id}}"
+    with pytest.raises(errors.InvalidValue) as caught:
+        parse_definition(data, SETTINGS)
+    assert caught.value.field == "correlation_id"
+
+
+def test_values_decided_at_run_time_and_harmless_dots_pass() -> None:
+    """Step outputs, the saga id, dots inside a segment and dots in the query are accepted."""
+    data = mutated("payload", {"order_id": "a..b", "q": "..", "lines": [{"sku": "..."}]})
+    data["steps"][0]["action"]["path"] = (
+        "/r/{{payload.order_id}}/{{payload.lines.0.sku}}?q={{payload.q}}"
+    )
+    data["steps"][0]["compensation"]["path"] = "/r/{{steps.reserve_stock.output.id}}/{{saga.id}}"
+    parse_definition(data, SETTINGS)
+
+
+@pytest.mark.parametrize(
+    "value",
+    ["café", " lead", "trail ", "tab\there", "new\nline", "del\x7f", "\u00a0", "a" * 201, ""],
+)
+def test_a_correlation_id_must_be_sendable_as_a_header(value: str) -> None:
+    """A correlation id is 1-200 printable ASCII characters without edge spaces (a header)."""
+    with pytest.raises(errors.InvalidValue) as caught:
+        parse_definition(mutated("correlation_id", value), SETTINGS)
+    assert caught.value.field == "correlation_id"
+
+
+@pytest.mark.parametrize("value", ["req 9f2", "~!#$%&'()*+,-./:;<=>?@[\\]^_`{|}", "a" * 200, "x"])
+def test_printable_ascii_correlation_ids_are_accepted(value: str) -> None:
+    """Any printable ASCII, inner spaces included, up to 200 characters, is a correlation id."""
+    assert parse_definition(mutated("correlation_id", value), SETTINGS).correlation_id == value

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from sagas.placeholders import MissingValue, render, render_path
+from sagas.placeholders import MissingValue, RenderError, UnsafeValue, render, render_path
 
 CONTEXT = {
     "payload": {"n": 7, "user": {"id": "u 1/x", "tags": ["a", "b"]}, "flag": False},
@@ -54,3 +54,47 @@ def test_missing_value_names_the_placeholder(text: str) -> None:
     with pytest.raises(MissingValue) as caught:
         render({"x": text}, CONTEXT)
     assert caught.value.text == text.strip("{}")
+
+
+@pytest.mark.parametrize(
+    ("path", "value", "text"),
+    [
+        ("/invoices/{{payload.v}}", "..", "payload.v"),
+        ("/invoices/{{payload.v}}/x", ".", "payload.v"),
+        ("/invoices/{{payload.v}}", "", "payload.v"),
+        ("/invoices/.{{payload.v}}", ".", "payload.v"),
+        ("/invoices/%2e{{payload.v}}?q=1", ".", "payload.v"),
+        ("/invoices/{{payload.v}}{{steps.a.output.dot}}", ".", "payload.v"),
+        ("/x/{{steps.a.output.dots}}/y", None, "steps.a.output.dots"),
+    ],
+)
+def test_render_path_refuses_a_value_that_makes_a_dot_or_empty_segment(
+    path: str, value: str | None, text: str
+) -> None:
+    """A rendered path segment holding a value is never '.', '..' or empty: UnsafeValue."""
+    context = {**CONTEXT, "payload": {"v": value}, "steps": {"a": {"dot": ".", "dots": ".."}}}
+    with pytest.raises(UnsafeValue) as caught:
+        render_path(path, context)
+    assert caught.value.text == text
+    assert text in str(caught.value)
+
+
+@pytest.mark.parametrize("value", ["...", "a..b", ".hidden", "..x", "%2e%2e", "%2E"])
+def test_render_path_keeps_values_that_only_look_like_dots(value: str) -> None:
+    """Values with dots that are not a whole '.'/'..' segment, and encoded dots, still render."""
+    rendered = render_path("/x/{{payload.v}}", {**CONTEXT, "payload": {"v": value}})
+    assert rendered.startswith("/x/") and rendered.count("/") == 2
+    assert rendered not in ("/x/.", "/x/..")
+
+
+def test_dot_values_in_the_query_are_fine() -> None:
+    """The query is not a path: '..' after the '?' renders as text."""
+    assert render_path("/x?q={{payload.v}}", {**CONTEXT, "payload": {"v": ".."}}) == "/x?q=.."
+
+
+def test_render_errors_share_a_base_naming_the_placeholder() -> None:
+    """MissingValue and UnsafeValue are RenderErrors (LookupErrors) with a `text`."""
+    assert issubclass(MissingValue, RenderError) and issubclass(UnsafeValue, RenderError)
+    assert issubclass(RenderError, LookupError)
+    for error in (MissingValue("payload.a"), UnsafeValue("payload.a", "..")):
+        assert error.text == "payload.a"

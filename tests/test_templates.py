@@ -307,3 +307,45 @@ def test_unknown_fail_at_is_an_invalid_payload() -> None:
     with pytest.raises(InvalidPayload) as caught:
         build_definition("user_registration", {**PAYLOADS["user_registration"], "fail_at": 1})
     assert caught.value.field == "payload.fail_at"
+
+
+@pytest.mark.parametrize(
+    ("workflow", "field"),
+    [
+        ("workspace_creation", "owner_id"),
+        ("data_synchronization", "table"),
+        ("ai_analysis", "workspace_id"),
+        ("ai_analysis", "table"),
+        ("ai_analysis", "results_table"),
+        ("webhook_processing", "webhook_id"),
+    ],
+)
+@pytest.mark.parametrize("value", [".", ".."])
+def test_ids_used_in_paths_cannot_be_dot_segments(workflow: str, field: str, value: str) -> None:
+    """An id or table name that fills a path segment cannot be '.' or '..'."""
+    with pytest.raises(InvalidPayload) as caught:
+        build_definition(workflow, {**PAYLOADS[workflow], field: value})
+    assert caught.value.field == f"payload.{field}"
+
+
+@pytest.mark.parametrize("value", ["...", ".hidden", "a.b", "v1.2", "..x"])
+def test_ids_with_dots_that_are_not_dot_segments_are_fine(value: str) -> None:
+    """Dots inside an id are allowed: only a whole '.' or '..' is refused."""
+    definition = build_definition("ai_analysis", {**PAYLOADS["ai_analysis"], "workspace_id": value})
+    assert parse_definition(definition, SETTINGS).payload["workspace_id"] == value
+
+
+@pytest.mark.parametrize("workflow", WORKFLOWS)
+def test_every_payload_field_in_a_path_refuses_dot_segments(workflow: str) -> None:
+    """Every payload field that fills a path segment of a template refuses '..' (so no field
+    was forgotten in the list above)."""
+    in_paths = {
+        ref.path[0]
+        for step in template(workflow)["steps"]
+        for action in (step["action"], step.get("compensation") or {})
+        for ref in iter_references(action.get("path", "").split("?")[0])
+        if ref.root == "payload"
+    }
+    for field in in_paths:
+        with pytest.raises(InvalidPayload):
+            build_definition(workflow, {**PAYLOADS[workflow], field: ".."})
