@@ -6,6 +6,9 @@ from collections.abc import Mapping
 from typing import Any
 
 from flask_smorest import Api as _Api
+from flask_smorest import Blueprint as _Blueprint
+
+from app.jsonbody import JSONBodyParser
 
 
 def _flatten(errors: Any, prefix: str = "") -> dict[str, list[str]]:
@@ -25,8 +28,20 @@ def _flatten(errors: Any, prefix: str = "") -> dict[str, list[str]]:
     return flat
 
 
+class Blueprint(_Blueprint):  # type: ignore[misc]
+    """flask-smorest's Blueprint whose JSON bodies go through `app.jsonbody` (depth, numbers,
+    surrogates refused with a 400 or a 422 naming the field). Every blueprint is one."""
+
+    ARGUMENTS_PARSER = JSONBodyParser()
+
+
 class Api(_Api):  # type: ignore[misc]
     """flask-smorest's Api; every error body has a message and flat field paths."""
+
+    def register_blueprint(self, blp: Any, **options: Any) -> None:
+        if not isinstance(blp, Blueprint):  # its bodies would skip app.jsonbody's checks
+            raise TypeError(f"blueprint {blp.name!r} must be an app.extensions.Blueprint")
+        super().register_blueprint(blp, **options)
 
     def handle_http_exception(self, error: Any) -> Any:
         payload, *rest = super().handle_http_exception(error)
@@ -41,7 +56,7 @@ class Api(_Api):  # type: ignore[misc]
             if isinstance(location, Mapping) and location:
                 field, problems = next(iter(location.items()))
                 payload["message"] = f"invalid {field}: {' '.join(problems)}"
-        elif error.code == 400 and "errors" in payload:
+        elif error.code == 400 and "errors" in payload and "message" not in payload:
             payload["message"] = "malformed JSON body"
         payload.setdefault("message", error.description or error.name)
         return (payload, *rest)

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from marshmallow import RAISE, Schema, fields, validate
 
+from sagas.definition import CORRELATION_ID_PATTERN, CORRELATION_ID_RULE, MAX_CORRELATION_ID
 from sagas.model import SagaStatus, StepStatus
 
 STATUSES = [s.value for s in SagaStatus]
@@ -83,3 +86,16 @@ class StartHeadersSchema(Schema):
 class StrictSchema(Schema):
     class Meta:
         unknown = RAISE
+
+
+def correlation_id_field(description: str) -> Any:
+    """A correlation id in a request body: it becomes the X-Correlation-Id header of every
+    call, so printable ASCII only (the engine checks the same rule)."""
+    return fields.String(
+        allow_none=True,
+        validate=[
+            validate.Length(min=1, max=MAX_CORRELATION_ID),
+            validate.Regexp(CORRELATION_ID_PATTERN, error=CORRELATION_ID_RULE),
+        ],
+        metadata={"description": description},
+    )

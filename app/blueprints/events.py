@@ -6,11 +6,12 @@ import re
 from typing import Any
 
 from flask.views import MethodView
-from flask_smorest import Blueprint, abort
+from flask_smorest import abort
 from marshmallow import fields, validate
 
 from app.blueprints.sagas import engine
-from app.schemas import StrictSchema
+from app.extensions import Blueprint
+from app.schemas import StrictSchema, correlation_id_field
 
 blp = Blueprint(
     "events",
@@ -27,11 +28,7 @@ class EventSchema(StrictSchema):
         validate=validate.Length(min=1, max=100),
         metadata={"description": "the saga the event is for"},
     )
-    correlation_id = fields.String(
-        allow_none=True,
-        validate=validate.Length(min=1, max=200),
-        metadata={"description": "or the sagas with this id"},
-    )
+    correlation_id = correlation_id_field("or the sagas with this id")
     data = fields.Dict(
         load_default=dict, metadata={"description": "the output of the step it completes"}
     )

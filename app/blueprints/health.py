@@ -6,11 +6,11 @@ from typing import Any
 
 from flask import current_app
 from flask.views import MethodView
-from flask_smorest import Blueprint
 from marshmallow import fields
 from redis.exceptions import RedisError
 
 from app.blueprints.sagas import engine
+from app.extensions import Blueprint
 from app.schemas import StrictSchema
 
 blp = Blueprint("health", __name__, description="Service information and health")

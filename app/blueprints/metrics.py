@@ -13,13 +13,13 @@ from typing import Any
 
 from flask import Response, current_app
 from flask.views import MethodView
-from flask_smorest import Blueprint
 from marshmallow import fields
 from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily
 from prometheus_client.multiprocess import MultiProcessCollector
 
 from app.blueprints.sagas import engine
+from app.extensions import Blueprint
 from app.schemas import StrictSchema
 from sagas.engine import SagaEngine
 from sagas.store import DURATION_BUCKETS

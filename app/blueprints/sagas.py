@@ -9,11 +9,18 @@ from typing import Any
 
 from flask import current_app, g, request
 from flask.views import MethodView
-from flask_smorest import Blueprint
 from marshmallow import fields, validate, validates_schema
 from marshmallow.exceptions import ValidationError
 
-from app.schemas import STATUSES, SagaSchema, StartHeadersSchema, StepSchema, StrictSchema
+from app.extensions import Blueprint
+from app.schemas import (
+    STATUSES,
+    SagaSchema,
+    StartHeadersSchema,
+    StepSchema,
+    StrictSchema,
+    correlation_id_field,
+)
 from sagas.engine import SagaEngine, Started
 from sagas.store import Idempotency, ListQuery
 
@@ -55,9 +62,7 @@ class StepDefinitionSchema(StrictSchema):
 class SagaDefinitionSchema(StrictSchema):
     saga_type = fields.String(required=True)
     payload = fields.Dict(load_default=dict)
-    correlation_id = fields.String(
-        allow_none=True, metadata={"description": "default: the saga id"}
-    )
+    correlation_id = correlation_id_field("default: the saga id")
     timeout_seconds = fields.Float()
     steps = fields.List(fields.Nested(StepDefinitionSchema), required=True)
 

@@ -5,11 +5,11 @@ from __future__ import annotations
 from typing import Any
 
 from flask.views import MethodView
-from flask_smorest import Blueprint
-from marshmallow import fields, validate
+from marshmallow import fields
 
 from app.blueprints.sagas import engine, idempotency, started
-from app.schemas import SagaSchema, StartHeadersSchema, StrictSchema
+from app.extensions import Blueprint
+from app.schemas import SagaSchema, StartHeadersSchema, StrictSchema, correlation_id_field
 from sagas.templates import list_templates
 
 blp = Blueprint(
@@ -33,7 +33,7 @@ class TemplatesSchema(StrictSchema):
 
 class WorkflowStartSchema(StrictSchema):
     payload = fields.Dict(load_default=dict)
-    correlation_id = fields.String(allow_none=True, validate=validate.Length(min=1, max=200))
+    correlation_id = correlation_id_field("default: the saga id")
 
 
 @blp.route("/templates")
