@@ -29,6 +29,8 @@ if TYPE_CHECKING:
 log = logging.getLogger("sagas.events")
 GROUP = "orchestrator"
 TRIGGER_NAMESPACE = uuid.UUID("6f1c2b1e-1d7a-4b55-9d3e-5b3f0c8a2e41")
+# An event addressed by correlation id goes to the newest this many sagas with that id.
+EVENT_MAX_MATCHES = 100
 
 
 @dataclass(frozen=True)
@@ -86,11 +88,23 @@ class EventBus:
         return self.store.append(self.keys.commands, fields, self.settings.events_maxlen)
 
     def _targets(self, saga_id: str | None, correlation_id: str | None) -> list[str]:
+        """The sagas an event is for: the one it names, or the newest EVENT_MAX_MATCHES
+        with its correlation id (one O(log N + limit) lookup). Older ones never see it: a
+        step of theirs awaiting it times out as if no reply came (logged here)."""
         if saga_id:
             return [saga_id]
-        if correlation_id:
-            return self.store.correlated(correlation_id, 100)
-        return []
+        if not correlation_id:
+            return []
+        targets = self.store.correlated(correlation_id, EVENT_MAX_MATCHES + 1)
+        if len(targets) > EVENT_MAX_MATCHES:
+            log.warning(
+                "more than %d sagas have correlation id %r: an event for it goes to the "
+                "newest %d only",
+                EVENT_MAX_MATCHES,
+                correlation_id,
+                EVENT_MAX_MATCHES,
+            )
+        return targets[:EVENT_MAX_MATCHES]
 
     def _awaits(self, saga_id: str, event_type: str) -> bool:
         digest = self.store.redis.hget(self.keys.saga(saga_id), "def")

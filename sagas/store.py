@@ -52,6 +52,10 @@ STANDALONE = ("list", "heartbeat", "workers_alive", "unlock")
 DEFINITIONS_CACHED = 1024
 # Upper bounds (seconds) of the saga duration histogram, counted by the transitions.
 DURATION_BUCKETS = (0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300, 900, 3600)
+# Listing by correlation id with a status or type filter (RedisStore._scan): sagas one script
+# call reads at most, and how many a listing reads at least to count its total.
+LIST_CHUNK = 1000
+LIST_COUNT_LIMIT = 10_000
 
 
 @dataclass(frozen=True)
@@ -348,13 +352,15 @@ class RedisStore:
 
     def correlated(self, correlation_id: str, limit: int) -> list[str]:
         """The newest `limit` sagas with this correlation id, including the saga whose own id
-        it is (a saga given no correlation id uses its id, and is not indexed under it)."""
+        it is (a saga given no correlation id uses its id, and is not indexed under it).
+        One script call, O(log N + limit) however many sagas share the id."""
         return self._page(ListQuery(correlation_id=correlation_id, page_size=limit))[1]
 
     def _page(self, query: ListQuery) -> tuple[int, list[str]]:
-        """The total matching `query` and its page of saga ids, from the indexes (no SCAN).
-        Status and type select one index (both: their combined index), ranged by creation
-        time; a correlation id's sagas are checked one by one against it."""
+        """The total matching `query` and its page of saga ids, newest first, from the
+        indexes (no SCAN). Status and type select one index (both: their combined index),
+        ranged by creation time; with a correlation id alone, idx:corr is: one script call,
+        O(log N + page), exact total. A correlation id with status or type is `_scan`ned."""
         if query.status and query.saga_type:
             index = self.keys.type_status(query.saga_type, query.status)
         elif query.status:
@@ -367,11 +373,49 @@ class RedisStore:
         low = "-inf" if query.created_after is None else f"({query.created_after}"
         high = "+inf" if query.created_before is None else f"({query.created_before}"
         offset = (query.page - 1) * query.page_size
+        if corr and index != self.keys.all:
+            return self._scan(index, corr, low, high, offset, query.page_size)
         total, ids = self._scripts["list"](
-            keys=[index, self.keys.correlation(corr), self.keys.saga(corr)],
-            args=[low, high, offset, query.page_size, corr],
+            keys=[self.keys.correlation(corr) if corr else index, self.keys.saga(corr)],
+            args=["range", low, high, offset, query.page_size, corr],
         )
         return int(total), [str(_text(saga_id)) for saga_id in ids]
+
+    def _scan(
+        self, index: str, corr: str, low: str, high: str, offset: int, size: int
+    ) -> tuple[int, list[str]]:
+        """The sagas of `index` with correlation id `corr`: the smaller of the two sets is
+        read newest first, at most LIST_CHUNK per script call, as far as the page needs and
+        at least LIST_COUNT_LIMIT sagas (or all). The total is exact if all were read;
+        otherwise it is the matches found plus the sagas left unread (an upper bound)."""
+        keys = [index, self.keys.correlation(corr), self.keys.saga(corr)]
+        found: list[str] = []  # the matches, newest first
+        seen: set[str] = set()
+        own: str = ""  # the own saga's created ms, if it matches
+        ahead = 0  # matches found that come before the own saga
+        which, cursor, read, left, placed = 0, "", 0, 1, False
+        while left:
+            reply = self._scripts["list"](
+                keys=keys, args=["scan", low, high, corr, which, cursor, read, LIST_CHUNK, own]
+            )
+            which, own = int(reply[0]), "" if reply[1] is None else str(reply[1])
+            matched = [str(_text(i)) for i in reply[2]]
+            fresh = [i for i in matched if i not in seen]  # read again if the cursor vanished
+            ahead += len([i for i in fresh if i in matched[: int(reply[3])]])
+            placed = reply[4] == 1
+            seen.update(fresh)
+            found += fresh
+            previous, cursor = cursor, str(_text(reply[5]))
+            read, left = int(reply[6]), int(reply[7])
+            ready = len(found) + (1 if own and placed else 0)
+            if cursor == previous or (ready >= offset + size and read >= LIST_COUNT_LIMIT):
+                break
+        unplaced = 0  # the own saga, known to come after every match found
+        if own and placed:
+            found.insert(ahead, corr)
+        elif own:
+            unplaced = 1
+        return len(found) + unplaced + left, found[offset : offset + size]
 
     def now_ms(self) -> int:
         """Redis's clock, the one every deadline is measured by."""

@@ -2,18 +2,24 @@
 
 from __future__ import annotations
 
+import logging
+import random
 import threading
 import time
 import uuid
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from types import SimpleNamespace
 from typing import Any
 
 import pytest
 import redis
 
-from sagas.definition import parse_definition
+import sagas.store as store_module
+from sagas.definition import SagaDefinition, parse_definition
 from sagas.settings import Settings
-from sagas.store import RedisStore, dumps
+from sagas.store import ListQuery, RedisStore, dumps
+from tests.faultproxy import FaultProxy
 
 SETTINGS = Settings(services={"svc": "http://127.0.0.1:9"})
 
@@ -268,3 +274,165 @@ def test_find_by_type_and_status_and_correlation(store: RedisStore) -> None:
     store.delete(b_done)
     assert ids(correlation_id=b_done) == (0, [])
     assert store.redis.zcard(store.keys.type_status(b, "COMPLETED")) == 0
+
+
+# --- listing by correlation id ------------------------------------------------------------
+def definition_of(saga_type: str) -> SagaDefinition:
+    step = {"name": "a", "action": {"service": "svc", "path": "/"}}
+    return parse_definition({"saga_type": saga_type, "steps": [step]}, SETTINGS)
+
+
+def create_many(store: RedisStore, sagas: list[tuple[str, str | None]]) -> list[str]:
+    """Create sagas (type, correlation id or None for their own id) from 8 threads."""
+
+    def create(saga: tuple[str, str | None]) -> str:
+        saga_id = str(uuid.uuid4())
+        assert store.create(saga_id, definition_of(saga[0]), saga[1] or saga_id).code
+        return saga_id
+
+    with ThreadPoolExecutor(8) as pool:
+        return list(pool.map(create, sagas))
+
+
+def newest_first(store: RedisStore, ids: list[str], own: str = "") -> list[str]:
+    """`ids` in listing order: creation ms, then id, descending; the saga whose id is the
+    correlation id (`own`) after the others created in the same millisecond."""
+    pipe = store.redis.pipeline(transaction=False)
+    for saga_id in ids:
+        pipe.hget(store.keys.saga(saga_id), "created")
+    created = dict(zip(ids, (int(c) for c in pipe.execute()), strict=True))
+    return sorted(ids, key=lambda i: (created[i], i != own, i), reverse=True)
+
+
+def test_listing_by_correlation_id_is_exact_across_chunks(
+    redis_url: str, prefix: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A correlation id with any other filters: every page holds the right sagas newest
+    first across chunk boundaries, the saga whose id it is merged in; `total` is exact when
+    the smaller set had at most LIST_COUNT_LIMIT sagas in range, never below it otherwise."""
+    monkeypatch.setattr(store_module, "LIST_CHUNK", 7)
+    monkeypatch.setattr(store_module, "LIST_COUNT_LIMIT", 20)
+    client = redis.Redis.from_url(redis_url, decode_responses=True)
+    p = f"{prefix}corr-{uuid.uuid4().hex[:6]}:"
+    running = RedisStore(client, p, max_running=10**6)
+    pending = RedisStore(client, p, max_running=0)  # once one waits, every later one does
+    rng = random.Random(10)
+    own = str(uuid.uuid4())
+    sagas: dict[str, dict[str, str]] = {}
+    for i in range(120):  # the newest 30 wait as PENDING: a status split across chunks
+        saga_id = own if i == 40 else str(uuid.uuid4())
+        corr = saga_id if i == 40 else rng.choice(["c", own, "other", saga_id])
+        store = pending if i >= 90 else running
+        store.create(saga_id, definition_of(rng.choice("ab")), corr)
+        sagas[saga_id] = client.hgetall(store.keys.saga(saga_id))
+    times = sorted(int(s["created"]) for s in sagas.values())
+    window = {"created_after": times[20], "created_before": times[100]}
+    filters: list[dict[str, Any]] = [
+        {},
+        window,
+        {"status": "RUNNING"},
+        {"status": "PENDING"},
+        {"saga_type": "a"},
+        {"saga_type": "b", "status": "RUNNING"},
+        {"saga_type": "a", **window},
+    ]
+
+    def fits(saga: dict[str, str], f: dict[str, Any]) -> bool:
+        created = int(saga["created"])
+        return (
+            saga["status"] == f.get("status", saga["status"])
+            and saga["type"] == f.get("saga_type", saga["type"])
+            and f.get("created_after", -1) < created < f.get("created_before", 1 << 62)
+        )
+
+    def count(f: dict[str, Any], corr: str | None = None) -> int:
+        """Sagas in the range of `f` and its index; or in idx:corr:<corr> (not the own saga)."""
+        if corr is None:
+            return sum(fits(s, f) for s in sagas.values())
+        return sum(fits(s, f) and s["corr"] == corr and i != own for i, s in sagas.items())
+
+    upper_bounds = 0
+    for corr in ("c", own):
+        for f in filters:
+            expected = newest_first(
+                running, [i for i, s in sagas.items() if s["corr"] == corr and fits(s, f)], own
+            )
+            ranged = {k: v for k, v in f.items() if k.startswith("created")}
+            exact = f == ranged or min(count(ranged, corr), count(f)) <= 20
+            for size in (3, 7, 50):
+                for page in range(1, len(expected) // size + 3):
+                    query = ListQuery(correlation_id=corr, page=page, page_size=size, **f)
+                    total, ids = running._page(query)
+                    assert ids == expected[(page - 1) * size : page * size], (corr, f, size)
+                    assert total == len(expected) if exact else total >= len(expected)
+                    upper_bounds += total > len(expected)
+    assert upper_bounds  # the case beyond LIST_COUNT_LIMIT was met
+
+
+def test_correlation_lookups_read_at_most_a_chunk_per_redis_call(
+    redis_url: str, prefix: str
+) -> None:
+    """With thousands of sagas under one correlation id, no Redis call of a lookup reads more
+    than LIST_CHUNK of them (seen on the wire through the fault proxy): a listing with a
+    filter reads in chunks; without one, and an event's lookup, take one O(page) call."""
+    client = redis.Redis.from_url(redis_url, decode_responses=True)
+    p = f"{prefix}bound-{uuid.uuid4().hex[:6]}:"
+    writer = RedisStore(client, p, max_running=10**6)
+    oldest = create_many(writer, [("T", "c")])[0]  # the only T among the 2,201 sagas of c
+    time.sleep(0.002)
+    of_c = create_many(writer, [("U", "c")] * 2200)
+    create_many(writer, [("T", None)] * 2300)  # more T than c has: c's sagas are the ones read
+    expected = newest_first(writer, of_c)
+    with FaultProxy.to(redis_url) as proxy:
+        reader = RedisStore(redis.Redis.from_url(proxy.url(redis_url), decode_responses=True), p)
+        sha = reader._scripts["list"].sha
+
+        def lookup(query: ListQuery) -> tuple[int, list[str], list[list[str]]]:
+            """The answer, and the ARGV of each list script call made for it."""
+            before = len(proxy.exchanges)
+            total, records = reader.find(query)
+            sent = [[a.decode() for a in args] for args, _ in proxy.exchanges[before:]]
+            calls = [a[3 + int(a[2]) :] for a in sent if a[:2] == ["EVALSHA", sha]]
+            return total, [r["saga_id"] for r in records], calls
+
+        total, ids, calls = lookup(ListQuery(correlation_id="c", saga_type="T"))
+        assert (total, ids) == (1, [oldest])
+        assert [(c[0], c[6], c[7]) for c in calls] == [
+            ("scan", "0", "1000"),
+            ("scan", "1000", "1000"),
+            ("scan", "2000", "1000"),
+        ]
+        total, ids, calls = lookup(
+            ListQuery(correlation_id="c", saga_type="U", page=3, page_size=500)
+        )
+        assert (total, ids) == (2200, expected[1000:1500])
+        assert [(c[0], c[6]) for c in calls] == [("scan", "0"), ("scan", "1000"), ("scan", "2000")]
+        total, ids, calls = lookup(ListQuery(correlation_id="c"))
+        assert (total, ids) == (2201, expected[:50])
+        assert [c[0] for c in calls] == ["range"]
+        before = len(proxy.exchanges)
+        assert reader.correlated("c", 100) == expected[:100]
+        assert [a[0] for a, _ in proxy.exchanges[before:]] == [b"EVALSHA"]
+
+
+def test_an_event_by_correlation_id_is_for_the_newest_sagas_only(
+    store: RedisStore, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """An event addressed by correlation id targets the newest EVENT_MAX_MATCHES sagas with
+    it, and the log says when older ones are left out."""
+    from sagas import events
+
+    monkeypatch.setattr(events, "EVENT_MAX_MATCHES", 3)
+    corr = f"corr-{uuid.uuid4()}"
+    ids = []
+    for _ in range(4):
+        time.sleep(0.002)
+        ids += create_many(store, [("t", corr)])
+    bus = events.EventBus(SimpleNamespace(store=store, settings=SETTINGS))  # type: ignore[arg-type]
+    with caplog.at_level(logging.WARNING, logger="sagas.events"):
+        assert bus._targets(None, corr) == ids[:0:-1]
+    assert "newest 3 only" in caplog.text
+    caplog.clear()
+    assert bus._targets(None, ids[0]) == []  # a saga id is not a correlation id of others
+    assert bus._targets(ids[0], None) == [ids[0]]
+    assert not caplog.text

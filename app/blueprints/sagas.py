@@ -89,7 +89,15 @@ class ListArgsSchema(StrictSchema):
 
 class SagaPageSchema(StrictSchema):
     items = fields.List(fields.Nested(SagaSchema))
-    total = fields.Integer()
+    total = fields.Integer(
+        metadata={
+            "description": "the sagas matching the filters. Exact, except with correlation_id "
+            "and status or saga_type together when more than 10,000 sagas were created in the "
+            "time range under that correlation id and also under that status/type: then an "
+            "upper bound (the matches found among the newest 10,000 or more read, plus those "
+            "left unread); paging up to it, or until a short page, misses none"
+        }
+    )
     page = fields.Integer()
     page_size = fields.Integer()
 
