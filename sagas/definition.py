@@ -204,11 +204,12 @@ def _parse_step(
             f"{where}.timeout_seconds",
             f"{timeout:g} s exceeds the saga's timeout of {saga_timeout:g} s",
         )
-    if timeout >= settings.visibility_timeout_seconds:
+    if timeout + settings.attempt_grace_seconds >= settings.visibility_timeout_seconds:
         raise errors.InvalidTimeout(
             f"{where}.timeout_seconds",
             f"must be below SAGA_VISIBILITY_TIMEOUT_SECONDS "
-            f"({settings.visibility_timeout_seconds} s): a longer step would be delivered twice",
+            f"({settings.visibility_timeout_seconds} s) minus SAGA_ATTEMPT_GRACE_SECONDS "
+            f"({settings.attempt_grace_seconds:g} s): a longer step would be delivered twice",
         )
     retry = _parse_retry(raw.get("retry"), f"{where}.retry", settings)
     if retry.max_backoff_seconds >= settings.visibility_timeout_seconds:

@@ -1,54 +1,48 @@
-"""The saga engine: starting sagas, running step and compensation attempts, failures.
+"""The saga engine: starting, reading, compensating and sweeping sagas.
 
 The engine is handed a `Dispatcher` that enqueues chains of step or compensation executions
-(Celery in production, see `tasks/`). Each execution calls `run_step` / `run_compensation`
-and acts on the answer: continue the chain, stop it, or retry after a countdown. Final
-failures are raised as `StepFailed` / `CompensationFailed` so that the chain's errback records
-them with `step_failed` / `compensation_failed`, which enqueue the compensation.
+(Celery in production, see `tasks/`); each execution runs through `engine.executions`
+(`sagas/execution.py`). Every task gets a hard time limit (`time_limits`): the store counts
+on it to know when an attempt in flight has provably ended, before anything is undone.
 """
 
 from __future__ import annotations
 
 import logging
-import random
 import uuid
 from collections.abc import Mapping, Sequence
-from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-from sagas import placeholders
 from sagas.actions import ActionExecutor
 from sagas.definition import parse_definition
-from sagas.errors import (
-    CompensationFailed,
-    IdempotencyConflict,
-    InvalidTransition,
-    SagaNotFound,
-    StepError,
-    StepFailed,
-)
+from sagas.errors import IdempotencyConflict, InvalidTransition, SagaNotFound
 from sagas.events import EventBus
+from sagas.execution import Continue, Executions, Outcome, Retry, Stop
 from sagas.log import bound
 from sagas.model import SagaRecord, SagaStatus
-from sagas.registry import TaskContext
 from sagas.settings import Settings
-from sagas.store import Grant, Idempotency, ListQuery, RedisStore, Reply, dumps
+from sagas.store import Idempotency, ListQuery, RedisStore, Reply
 
+__all__ = ["Continue", "Dispatcher", "Outcome", "Retry", "SagaEngine", "Started", "Stop"]
 log = logging.getLogger("sagas.engine")
-# An attempt needs at least this long before the deadline. One started with less could only
-# time out: it would hide the real error of the last attempt, and, for an action, make the
-# step uncertain (to be compensated) for nothing.
-MIN_ATTEMPT_SECONDS = 0.25
 
 
 class Dispatcher(Protocol):
-    """Enqueues executions. Both calls are fire-and-forget; order within a call is kept."""
+    """Enqueues executions. Both calls are fire-and-forget; order within a call is kept.
+    Each execution is killed after its time limit (seconds): `time_limits[k]` for
+    `indexes[k]`, `time_limit` for every compensation."""
 
-    def run_steps(self, saga_id: str, indexes: Sequence[int], correlation_id: str) -> None: ...
+    def run_steps(
+        self,
+        saga_id: str,
+        indexes: Sequence[int],
+        correlation_id: str,
+        time_limits: Sequence[float],
+    ) -> None: ...
 
     def run_compensations(
-        self, saga_id: str, indexes: Sequence[int], correlation_id: str
+        self, saga_id: str, indexes: Sequence[int], correlation_id: str, time_limit: float
     ) -> None: ...
 
 
@@ -81,37 +75,6 @@ class SweepReport:
         return dict(vars(self))
 
 
-@dataclass(frozen=True)
-class Continue:
-    """The chain goes on to the next execution."""
-
-
-@dataclass(frozen=True)
-class Stop:
-    """The chain ends here (a duplicate, a fenced execution, or the saga moved on)."""
-
-    why: str
-
-
-@dataclass(frozen=True)
-class Retry:
-    """Try this execution again after `countdown` seconds (through the task queue)."""
-
-    countdown: float
-    error: str
-
-
-Outcome = Continue | Stop | Retry
-
-
-def backoff(attempt: int, base: float, maximum: float, retry_after: float | None) -> float:
-    """Exponential backoff with equal jitter for the attempt after `attempt`; a server's
-    Retry-After is honoured as a lower bound."""
-    ceiling = min(maximum, base * 2.0 ** (attempt - 1))
-    delay = ceiling / 2 + random.uniform(0, ceiling / 2)
-    return float(max(delay, retry_after or 0.0))
-
-
 class SagaEngine:
     def __init__(
         self,
@@ -125,6 +88,7 @@ class SagaEngine:
         self.executor = executor
         self.settings = settings
         self.events = EventBus(self)
+        self.executions = Executions(self)
 
     # --- starting and reading --------------------------------------------------------
     def start(
@@ -155,7 +119,10 @@ class SagaEngine:
                 extra={"saga_type": definition.saga_type, "steps": len(definition.steps)},
             )
             if reply.code != "pending":  # a PENDING saga is dispatched when admitted
-                self.dispatcher.run_steps(saga_id, range(len(definition.steps)), correlation_id)
+                limits = [self.step_time_limit(s.timeout_seconds) for s in definition.steps]
+                self.dispatcher.run_steps(
+                    saga_id, range(len(definition.steps)), correlation_id, limits
+                )
         return Started(self.store.get(saga_id), created=True)
 
     def start_workflow(
@@ -245,205 +212,6 @@ class SagaEngine:
         self.admit()
         return record
 
-    # --- steps -------------------------------------------------------------------------
-    def run_step(self, saga_id: str, index: int, lease: str) -> Outcome:
-        """One attempt of step `index` by execution `lease` (the task id).
-
-        Raises `StepFailed` when the step ends for good (the errback records it).
-        """
-        reply = self.store.step_begin(saga_id, index, lease)
-        code = reply.code
-        if code == "resume":
-            return Continue()
-        if code in ("stop", "busy", "missing"):
-            return Stop(code)
-        if code == "fenced":
-            raise StepFailed(
-                "compensation was requested while the step was in flight",
-                uncertain=reply.values[0] == "1",
-                reason="manual",
-            )
-        if code == "expired":
-            raise StepFailed("the step's deadline passed", uncertain=True, reason="timeout")
-        if code == "exhausted":
-            raise StepFailed(
-                "no attempts left after lost executions", uncertain=reply.values[0] == "1"
-            )
-        grant = self.store.grant(reply)
-        step = grant.definition[index]
-        ctx = self._context(saga_id, step["name"], "action", grant)
-        with _bound(ctx):
-            try:
-                spec = _render(step["action"], saga_id, grant)
-            except placeholders.MissingValue as exc:
-                raise StepFailed(f"{exc}; no call was made", uncertain=False) from None
-            if spec["kind"] == "event":
-                return self._publish_and_wait(saga_id, index, lease, step, spec, grant)
-            try:
-                output = self.executor.run(spec, ctx, grant.remaining_ms / 1000)
-            except StepError as exc:
-                return self._step_attempt_failed(saga_id, index, lease, step, grant, exc)
-            answer = self.store.step_complete(
-                saga_id, index, lease, grant.attempt, self._encode_output(output)
-            )
-            log.info("step completed", extra={"answer": answer.code})
-            if answer.code == "stale":
-                log.warning("late step result refused: the step is %s", answer.values[0])
-            return self._after_step(saga_id, answer, grant.correlation_id)
-
-    def _publish_and_wait(
-        self,
-        saga_id: str,
-        index: int,
-        lease: str,
-        step: Mapping[str, Any],
-        spec: Mapping[str, Any],
-        grant: Grant,
-    ) -> Outcome:
-        """An event step: publish its command, then wait for the reply event (the chain
-        stops here; the event consumer continues it)."""
-        self.events.publish_command(saga_id, step["name"], spec, grant.correlation_id)
-        answer = self.store.step_wait(saga_id, index, lease, grant.attempt)
-        log.info("step waits for %s", spec["await"]["success"], extra={"answer": answer.code})
-        if answer.code == "fenced":
-            raise StepFailed(
-                "compensation was requested; the command was already published",
-                uncertain=True,
-                reason="manual",
-            )
-        return self._after_step(saga_id, answer, grant.correlation_id)
-
-    def _after_step(self, saga_id: str, answer: Reply, correlation_id: str) -> Outcome:
-        """Act on a step's settling: continue the chain, free a slot, or compensate."""
-        if answer.code == "next":
-            return Continue()
-        if answer.code == "saga_completed":
-            self.admit()
-        elif answer.code == "compensate":
-            self.dispatch_compensation(saga_id, answer, correlation_id)
-        return Stop(answer.code)
-
-    def _step_attempt_failed(
-        self,
-        saga_id: str,
-        index: int,
-        lease: str,
-        step: Mapping[str, Any],
-        grant: Grant,
-        exc: StepError,
-    ) -> Outcome:
-        retry = step["retry"]
-        log.warning(
-            "step attempt failed: %s",
-            exc.message,
-            extra={"retryable": exc.retryable, "uncertain": exc.uncertain},
-        )
-        if not exc.retryable:
-            raise StepFailed(exc.message, uncertain=exc.uncertain)
-        if grant.attempt >= retry["max_attempts"]:
-            raise StepFailed(
-                f"{exc.message} (after {grant.attempt} attempts)", uncertain=exc.uncertain
-            )
-        countdown = backoff(
-            grant.attempt, retry["backoff_seconds"], retry["max_backoff_seconds"], exc.retry_after
-        )
-        if (countdown + MIN_ATTEMPT_SECONDS) * 1000 >= grant.remaining_ms:
-            raise StepFailed(
-                f"{exc.message}; the step's deadline passes before another attempt",
-                uncertain=exc.uncertain,
-                reason="timeout",
-            )
-        answer = self.store.step_retry(
-            saga_id, index, lease, grant.attempt, exc.message, exc.uncertain, int(countdown * 1000)
-        )
-        if answer.code == "fenced":
-            raise StepFailed(
-                f"compensation was requested; last attempt: {exc.message}",
-                uncertain=answer.values[0] == "1",
-                reason="manual",
-            )
-        if answer.code == "stale":
-            return Stop("stale")
-        return Retry(countdown, exc.message)
-
-    def step_failed(
-        self, saga_id: str, index: int, lease: str, correlation_id: str, exc: BaseException
-    ) -> None:
-        """Errback of the step chain: record the failure and enqueue the compensation."""
-        if isinstance(exc, StepFailed):
-            message, uncertain, reason = exc.message, exc.uncertain, exc.reason
-            if reason == "manual":
-                reason = "error"  # the saga's failure is already the manual request
-        else:  # a bug or an infrastructure error mid-step: the call may have happened
-            message, uncertain, reason = f"{type(exc).__name__}: {exc}", True, "error"
-        answer = self.store.step_fail(saga_id, index, lease, message, uncertain, reason)
-        log.warning(
-            "step failed: %s", message, extra={"uncertain": uncertain, "answer": answer.code}
-        )
-        self.dispatch_compensation(saga_id, answer, correlation_id)
-        self.admit()
-
-    # --- compensations -----------------------------------------------------------------
-    def run_compensation(self, saga_id: str, index: int, lease: str) -> Outcome:
-        """One attempt of step `index`'s compensation. Raises `CompensationFailed`."""
-        timeout_ms = int(self.settings.compensation_timeout_seconds * 1000)
-        reply = self.store.comp_begin(saga_id, index, lease, timeout_ms)
-        if reply.code == "done":
-            return Continue()
-        if reply.code == "expired":
-            raise CompensationFailed(
-                f"gave up after {self.settings.compensation_timeout_seconds:g} s "
-                "(COMPENSATION_TIMEOUT_SECONDS)"
-            )
-        if reply.code != "run":
-            return Stop(reply.code)
-        grant = self.store.grant(reply)
-        step = grant.definition[index]
-        ctx = self._context(saga_id, step["name"], "compensation", grant)
-        with _bound(ctx):
-            try:
-                spec = _render(step["compensation"], saga_id, grant)
-            except placeholders.MissingValue as exc:
-                raise CompensationFailed(
-                    f"compensation of step {step['name']!r} needs {{{{{exc.text}}}}}, which "
-                    "has no value: the step's "
-                    "outcome is uncertain and it left no output; resolve it by hand"
-                ) from None
-            try:
-                self.executor.run(spec, ctx, grant.remaining_ms / 1000)
-            except StepError as exc:
-                log.warning("compensation attempt failed: %s", exc.message)
-                if not exc.retryable:
-                    raise CompensationFailed(exc.message) from None
-                retry = step["retry"]
-                countdown = backoff(
-                    grant.attempt,
-                    retry["backoff_seconds"],
-                    retry["max_backoff_seconds"],
-                    exc.retry_after,
-                )
-                if (countdown + MIN_ATTEMPT_SECONDS) * 1000 >= grant.remaining_ms:
-                    raise CompensationFailed(
-                        f"{exc.message}; COMPENSATION_TIMEOUT_SECONDS passes before another attempt"
-                    ) from None
-                answer = self.store.comp_retry(
-                    saga_id, index, lease, grant.attempt, exc.message, int(countdown * 1000)
-                )
-                return Retry(countdown, exc.message) if answer.code == "ok" else Stop("stale")
-            answer = self.store.comp_complete(saga_id, index, lease, grant.attempt)
-            log.info("compensation completed", extra={"answer": answer.code})
-            return Continue() if answer.code in ("next", "saga_compensated") else Stop(answer.code)
-
-    def compensation_failed(self, saga_id: str, index: int, lease: str, exc: BaseException) -> None:
-        """Errback of the compensation chain: the saga becomes COMPENSATION_FAILED."""
-        message = (
-            exc.message if isinstance(exc, CompensationFailed) else (f"{type(exc).__name__}: {exc}")
-        )
-        answer = self.store.comp_fail(saga_id, index, lease, message)
-        log.error(
-            "compensation failed: %s", message, extra={"saga_id": saga_id, "answer": answer.code}
-        )
-
     # --- admission control and the sweep ------------------------------------------------
     def admit(self) -> list[str]:
         """Start PENDING sagas, oldest first, while slots are free; their ids."""
@@ -460,7 +228,7 @@ class SagaEngine:
                     correlation_id, steps = str(reply.values[0]), int(str(reply.values[1]))
                     with bound(saga_id=saga_id, correlation_id=correlation_id):
                         log.info("saga admitted")
-                    self.dispatcher.run_steps(saga_id, range(steps), correlation_id)
+                    self.dispatch_steps(saga_id, range(steps), correlation_id)
                     admitted.append(saga_id)
 
     def sweep(self, limit: int = 1000) -> SweepReport:
@@ -498,73 +266,44 @@ class SagaEngine:
         correlation_id = self.store.get(saga_id)["correlation_id"]
         with bound(saga_id=saga_id, correlation_id=correlation_id):
             log.warning("sweep: %s -> %s %s", timer.split("|")[0], reply.code, reply.values)
-            if reply.code == "compensate":
+            if reply.code in ("compensate", "deferred"):
                 report.timed_out += 1
                 self.dispatch_compensation(saga_id, reply, correlation_id)
             elif reply.code == "redrive_steps":
                 report.redriven += 1
                 first = int(str(reply.values[0]))
                 steps = len(self.store.get(saga_id)["steps"])
-                self.dispatcher.run_steps(saga_id, range(first, steps), correlation_id)
+                self.dispatch_steps(saga_id, range(first, steps), correlation_id)
             elif reply.code == "redrive_comps":
                 report.redriven += 1
                 indexes = [int(str(v)) for v in reply.values]
-                self.dispatcher.run_compensations(saga_id, indexes, correlation_id)
+                self.dispatcher.run_compensations(
+                    saga_id, indexes, correlation_id, self.compensation_time_limit()
+                )
             elif reply.code == "compensation_failed":
                 report.compensation_failed += 1
 
-    # --- helpers -----------------------------------------------------------------------
-    def _encode_output(self, output: Any) -> str:
-        """The output as stored JSON; one above SAGA_MAX_OUTPUT_BYTES is replaced by a stub
-        saying so (the step did take effect, so it still completes)."""
-        encoded = dumps(output)
-        if len(encoded) > self.settings.max_output_bytes:
-            log.warning("step output of %d bytes replaced by a stub", len(encoded))
-            encoded = dumps({"truncated": True, "size_bytes": len(encoded)})
-        return encoded
+    # --- dispatching ------------------------------------------------------------------
+    def step_time_limit(self, step_timeout_seconds: float) -> float:
+        """The hard time limit of a step execution: no attempt outlives its step's deadline,
+        and the grace covers the store calls around it (SAGA_ATTEMPT_GRACE_SECONDS)."""
+        return step_timeout_seconds + self.settings.attempt_grace_seconds
+
+    def compensation_time_limit(self) -> float:
+        return self.settings.compensation_timeout_seconds + self.settings.attempt_grace_seconds
+
+    def dispatch_steps(self, saga_id: str, indexes: Sequence[int], correlation_id: str) -> None:
+        """Enqueue the executions of these steps of a stored saga, in order."""
+        steps = self.store.definition_of(saga_id)
+        limits = [self.step_time_limit(steps[i]["timeout_seconds"]) for i in indexes]
+        self.dispatcher.run_steps(saga_id, indexes, correlation_id, limits)
 
     def dispatch_compensation(self, saga_id: str, reply: Reply, correlation_id: str) -> None:
+        """Enqueue the compensations a transition answered (`compensate`, newest first)."""
         if reply.code == "compensate" and reply.values:
             self.dispatcher.run_compensations(
-                saga_id, [int(v) for v in reply.values], correlation_id
+                saga_id,
+                [int(v) for v in reply.values],
+                correlation_id,
+                self.compensation_time_limit(),
             )
-
-    @staticmethod
-    def _context(saga_id: str, name: str, phase: str, grant: Grant) -> TaskContext:
-        return TaskContext(
-            saga_id=saga_id,
-            step=name,
-            phase=phase,
-            attempt=grant.attempt,
-            idempotency_key=f"{saga_id}:{name}:{phase}",
-            correlation_id=grant.correlation_id,
-        )
-
-
-def _bound(ctx: TaskContext) -> AbstractContextManager[None]:
-    """Log context of one attempt."""
-    return bound(
-        saga_id=ctx.saga_id,
-        correlation_id=ctx.correlation_id,
-        step=ctx.step,
-        phase=ctx.phase,
-        attempt=ctx.attempt,
-    )
-
-
-def _render(action: Mapping[str, Any], saga_id: str, grant: Grant) -> dict[str, Any]:
-    context = {
-        "payload": grant.payload,
-        "steps": grant.outputs,
-        "saga": {"id": saga_id, "correlation_id": grant.correlation_id, "type": grant.saga_type},
-    }
-    spec = dict(action)
-    if spec["kind"] == "http":
-        spec["path"] = placeholders.render_path(spec["path"], context)
-        if "body" in spec:
-            spec["body"] = placeholders.render(spec["body"], context)
-    elif spec["kind"] == "task":
-        spec["args"] = placeholders.render(spec.get("args") or {}, context)
-    elif spec["kind"] == "event":
-        spec["data"] = placeholders.render(spec.get("data") or {}, context)
-    return spec

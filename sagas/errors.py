@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 
 class SagaError(Exception):
     """Base class of every error the engine raises on purpose."""
@@ -152,25 +154,50 @@ class StepError(Exception):
 
 
 class StepFailed(Exception):
-    """A step ended for good. Raised by the step task so that the chain's errback records it."""
+    """A step ended for good. `recorded`: the failure is in the store already (the chain's
+    errback has nothing left to do); otherwise the errback records it."""
 
-    def __init__(self, message: str, *, uncertain: bool, reason: str = "error") -> None:
+    def __init__(
+        self, message: str, *, uncertain: bool, reason: str = "error", recorded: bool = False
+    ) -> None:
         super().__init__(message)
         self.message = message
         self.uncertain = uncertain
         self.reason = reason
+        self.recorded = recorded
 
     def __reduce__(self) -> tuple[object, ...]:
-        return (_rebuild_step_failed, (self.message, self.uncertain, self.reason))
+        return (_rebuild_step_failed, (self.message, self.uncertain, self.reason, self.recorded))
 
 
 class CompensationFailed(Exception):
-    """A compensation could not be done. Raised by the compensation task for its errback."""
+    """A compensation could not be done; `recorded` as for `StepFailed`."""
 
-    def __init__(self, message: str) -> None:
+    def __init__(self, message: str, *, recorded: bool = False) -> None:
         super().__init__(message)
         self.message = message
+        self.recorded = recorded
+
+    def __reduce__(self) -> tuple[object, ...]:
+        return (_rebuild_compensation_failed, (self.message, self.recorded))
 
 
-def _rebuild_step_failed(message: str, uncertain: bool, reason: str) -> StepFailed:
-    return StepFailed(message, uncertain=uncertain, reason=reason)
+class StoreUnreachable(Exception):
+    """Redis could not be reached (after the client's own retries) for the transition
+    `pending` (JSON-able: its op, call id and arguments). The task retries later and replays
+    exactly that call: the same call id, so it acts at most once."""
+
+    def __init__(self, pending: dict[str, Any], message: str) -> None:
+        super().__init__(f"the state store is unreachable ({message}); will replay {pending['op']}")
+        self.pending = pending
+
+    def __reduce__(self) -> tuple[object, ...]:
+        return (StoreUnreachable, (self.pending, str(self)))
+
+
+def _rebuild_step_failed(message: str, uncertain: bool, reason: str, recorded: bool) -> StepFailed:
+    return StepFailed(message, uncertain=uncertain, reason=reason, recorded=recorded)
+
+
+def _rebuild_compensation_failed(message: str, recorded: bool) -> CompensationFailed:
+    return CompensationFailed(message, recorded=recorded)

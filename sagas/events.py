@@ -21,7 +21,7 @@ import redis
 
 from sagas.errors import ValidationFailed
 from sagas.log import bound
-from sagas.store import Reply, dumps
+from sagas.store import Reply, dumps, encode_output
 
 if TYPE_CHECKING:
     from sagas.engine import SagaEngine
@@ -59,15 +59,18 @@ class EventBus:
         saga_id: str | None,
         correlation_id: str | None,
         data: Mapping[str, Any],
+        step: str | None = None,
     ) -> Published:
         """Append an event to the stream; the sagas it matches (read-only: the consumer
-        applies it)."""
+        applies it). `step`: the step whose command it answers (docs/events.md)."""
         fields = {
             "type": event_type,
             "data": dumps(dict(data)),
             "saga_id": saga_id or "",
             "correlation_id": correlation_id or "",
         }
+        if step:
+            fields["step"] = step
         event_id = self.store.append(self.keys.events, fields, self.settings.events_maxlen)
         return Published(event_id, self._matches(event_type, saga_id, correlation_id, event_id))
 
@@ -144,10 +147,13 @@ class EventBus:
         if not isinstance(data, dict):
             raise ValueError("event data must be a JSON object")
         saga_id, correlation_id = fields.get("saga_id") or None, fields.get("correlation_id")
+        step = fields.get("step") or ""  # the step whose command this replies to
+        # The success data becomes the step's output: the same size limit as any output.
+        output_json = encode_output(data, self.settings.max_output_bytes)
         outcomes = []
         targets = self._targets(saga_id, correlation_id or None)
         for target in targets:
-            reply = self.store.event(target, event_type, data_json, event_id)
+            reply = self.store.event(target, event_type, output_json, event_id, step)
             outcomes.append(f"{target}:{reply.code}")
             self._follow(target, reply)
         if not targets:
@@ -182,7 +188,7 @@ class EventBus:
         record = self.store.get(saga_id)
         if reply.code == "next":
             first = int(str(reply.values[0])) + 1
-            self.engine.dispatcher.run_steps(
+            self.engine.dispatch_steps(
                 saga_id, range(first, len(record["steps"])), record["correlation_id"]
             )
         elif reply.code == "compensate":

@@ -45,18 +45,29 @@ class Settings:
     events_maxlen: int = 100_000  # entries kept per stream (approximately)
     event_max_deliveries: int = 5  # an event failing this often goes to the dead letters
     event_reclaim_idle_seconds: float = 30  # a consumer silent this long: its entries move
+    # An execution's hard time limit is its step's (or compensation's) timeout plus this:
+    # the store calls around the attempt. Past it Celery kills the execution, so an attempt
+    # in flight has provably ended and its compensation may start.
+    attempt_grace_seconds: float = 10
+    # How often a Redis client resends a command after a connection error or timeout
+    # (exponential backoff, about 15 s in all with 12); then the execution retries later.
+    redis_retries: int = 12
 
     def __post_init__(self) -> None:
         # A task still running when the broker's visibility timeout passes is delivered a
-        # second time (NOTES.md): every step and every retry countdown must end before it.
+        # second time while it runs: every execution (time limit included) and every retry
+        # countdown must end before it.
         vt = self.visibility_timeout_seconds
-        for name, value in (
-            ("SAGA_STEP_TIMEOUT_SECONDS", self.step_timeout_seconds),
-            ("SAGA_RETRY_MAX_BACKOFF_SECONDS", self.retry_max_backoff_seconds),
+        grace = f" plus SAGA_ATTEMPT_GRACE_SECONDS={self.attempt_grace_seconds:g}"
+        for name, value, extra in (
+            ("SAGA_STEP_TIMEOUT_SECONDS", self.step_timeout_seconds, grace),
+            ("COMPENSATION_TIMEOUT_SECONDS", self.compensation_timeout_seconds, grace),
+            ("SAGA_RETRY_MAX_BACKOFF_SECONDS", self.retry_max_backoff_seconds, ""),
         ):
-            if value >= vt:
+            total = value + (self.attempt_grace_seconds if extra else 0)
+            if total >= vt:
                 raise ConfigurationError(
-                    f"{name}={value:g} must be below SAGA_VISIBILITY_TIMEOUT_SECONDS={vt}"
+                    f"{name}={value:g}{extra} must be below SAGA_VISIBILITY_TIMEOUT_SECONDS={vt}"
                 )
 
     @classmethod
@@ -90,6 +101,8 @@ class Settings:
             visibility_timeout_seconds=int(
                 _number(env, "SAGA_VISIBILITY_TIMEOUT_SECONDS", 3600, minimum=5)
             ),
+            attempt_grace_seconds=_number(env, "SAGA_ATTEMPT_GRACE_SECONDS", 10, minimum=0.5),
+            redis_retries=int(_number(env, "SAGA_REDIS_RETRIES", 12, minimum=0)),
         )
 
 

@@ -24,6 +24,8 @@ from importlib import resources
 from typing import Any
 
 import redis
+from redis.backoff import ExponentialWithJitterBackoff
+from redis.retry import Retry
 
 from sagas.definition import SagaDefinition
 from sagas.errors import SagaNotFound
@@ -50,6 +52,8 @@ TRANSITIONS = (
 STANDALONE = ("list", "heartbeat", "workers_alive", "unlock")
 # Parsed definitions a process keeps (by digest); sagas of one template share one.
 DEFINITIONS_CACHED = 1024
+# An execution's bound when its caller (a test, a tool) names none: 10 minutes.
+DEFAULT_BOUND_MS = 600_000
 # Upper bounds (seconds) of the saga duration histogram, counted by the transitions.
 DURATION_BUCKETS = (0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300, 900, 3600)
 # Listing by correlation id with a status or type filter (RedisStore._scan): sagas one script
@@ -99,6 +103,26 @@ class ListQuery:
     created_before: int | None = None  # epoch ms, exclusive
     page: int = 1
     page_size: int = 50
+
+
+# The client's own retries of a command whose connection failed or timed out: about 15 s in
+# all. Every transition is safe to resend (it carries a call id, see lua/lib.lua), so a
+# dropped reply is a resend, not an error.
+CLIENT_RETRIES = 12
+
+
+def connect(url: str, retries: int = CLIENT_RETRIES, **options: Any) -> redis.Redis:
+    """A client for the store (and anything else of ours on that Redis) that resends a
+    command after a connection error or a timeout, `retries` times, with exponential backoff
+    and jitter (`SAGA_REDIS_RETRIES`; `Redis.from_url` alone does not retry)."""
+    retry = Retry(ExponentialWithJitterBackoff(base=0.05, cap=2), retries)
+    return redis.Redis.from_url(
+        url,
+        decode_responses=True,
+        retry=retry,
+        retry_on_error=[redis.ConnectionError, redis.TimeoutError],
+        **options,
+    )
 
 
 class Keys:
@@ -169,9 +193,13 @@ class RedisStore:
         *,
         redrive_after_seconds: float = 60,
         max_running: int = 100,
+        clock_key: str = "",
     ):
         self.redis = client
         self.keys = Keys(prefix)
+        # Tests only: a key holding the time (epoch ms) every transition uses instead of
+        # Redis's clock, so that a test moves time forward instead of sleeping.
+        self.clock_key = clock_key
         lib = (
             _read("lib")
             .replace("__HISTORY_LIMIT__", str(int(history_limit)))
@@ -179,18 +207,26 @@ class RedisStore:
             .replace("__REDRIVE_MS__", str(int(redrive_after_seconds * 1000)))
             .replace("__MAX_RUNNING__", str(int(max_running)))
             .replace("__KEY_PREFIX__", "".join(f"\\{b}" for b in prefix.encode()))
+            .replace("__CLOCK_KEY__", "".join(f"\\{b}" for b in clock_key.encode()))
         )
         self._scripts = {
-            **{name: client.register_script(lib + "\n" + _read(name)) for name in TRANSITIONS},
+            **{name: client.register_script(_transition(lib, name)) for name in TRANSITIONS},
             **{name: client.register_script(_read(name)) for name in STANDALONE},
         }
         self._definitions: dict[str, list[dict[str, Any]]] = {}  # digest -> steps
 
     def _run(
-        self, name: str, saga_id: str, args: Sequence[Any], extra_keys: Sequence[str] = ()
+        self,
+        name: str,
+        saga_id: str,
+        args: Sequence[Any],
+        extra_keys: Sequence[str] = (),
+        call: str | None = None,
     ) -> Reply:
+        """Run transition `name`. `call` identifies the call: the same id again (a resend
+        after a lost reply) gets the first call's reply and changes nothing (lib.lua)."""
         keys = [*self.keys.transition(saga_id), *extra_keys]
-        raw = self._scripts[name](keys=keys, args=list(args))
+        raw = self._scripts[name](keys=keys, args=[*args, call or new_call_id()])
         return Reply(_text(raw[0]), [None if v is None else str(_text(v)) for v in raw[1:]])
 
     # --- transitions -------------------------------------------------------------------
@@ -239,13 +275,12 @@ class RedisStore:
         ]
         return self._run("create", saga_id, args, extra)
 
-    def step_wait(self, saga_id: str, index: int, lease: str, attempt: int) -> Reply:
-        """An event step's command is out: WAITING (or settled at once by an early reply)."""
-        return self._run("step_wait", saga_id, [index, lease, attempt])
-
-    def event(self, saga_id: str, event_type: str, data_json: str, event_id: str) -> Reply:
-        """Apply an incoming event to the saga (see lua/event.lua for the answers)."""
-        return self._run("event", saga_id, [event_type, data_json, event_id])
+    def event(
+        self, saga_id: str, event_type: str, data_json: str, event_id: str, step: str = ""
+    ) -> Reply:
+        """Apply an incoming event to the saga, as the reply of `step` if it names one (see
+        lua/event.lua for the answers)."""
+        return self._run("event", saga_id, [event_type, data_json, event_id, step])
 
     def append(self, stream: str, fields: dict[str, str], maxlen: int) -> str:
         """Add an entry to a stream (trimmed to about `maxlen`); its id."""
@@ -282,9 +317,20 @@ class RedisStore:
         ]
         return self._run("delete", saga_id, [], extra)
 
-    def step_begin(self, saga_id: str, index: int, lease: str) -> Reply:
-        """Claim an attempt of step `index` for execution `lease`; see lua/step_begin.lua."""
-        return self._run("step_begin", saga_id, [index, lease])
+    def step_begin(
+        self,
+        saga_id: str,
+        index: int,
+        lease: str,
+        bound_ms: int = DEFAULT_BOUND_MS,
+        call: str | None = None,
+    ) -> Reply:
+        """Claim an attempt of step `index` for execution `lease`, which has provably ended
+        `bound_ms` from now (its hard time limit); see lua/step_begin.lua. The same `call`
+        again is the same claim (same attempt), e.g. carried over a retry by an execution
+        that never got the answer."""
+        call = call or new_call_id()
+        return self._run("step_begin", saga_id, [index, lease, bound_ms, call], call=call)
 
     def step_retry(
         self,
@@ -295,46 +341,90 @@ class RedisStore:
         error: str,
         uncertain: bool,
         countdown_ms: int,
+        call: str | None = None,
     ) -> Reply:
-        """Record a failed attempt that will be retried in `countdown_ms` (`ok`, `fenced` or
-        `stale`); the sweep re-drives the step if no attempt begins by then (plus grace)."""
-        return self._run(
-            "step_retry", saga_id, [index, lease, attempt, error, _flag(uncertain), countdown_ms]
-        )
+        """Record a failed attempt that will be retried in `countdown_ms` (`ok`, `stale`, or
+        `compensate` + indexes when the saga is being compensated: the step is settled); the
+        sweep re-drives the step if no attempt begins by then (plus grace)."""
+        args = [index, lease, attempt, error, _flag(uncertain), countdown_ms]
+        return self._run("step_retry", saga_id, args, call=call)
 
     def step_complete(
-        self, saga_id: str, index: int, lease: str, attempt: int, output_json: str
+        self,
+        saga_id: str,
+        index: int,
+        lease: str,
+        attempt: int,
+        output_json: str,
+        call: str | None = None,
     ) -> Reply:
         """Record success (`output_json` already encoded); only the execution holding the
         step's fence is accepted, once."""
-        return self._run(
-            "step_complete", saga_id, [index, lease, attempt, output_json, uuid.uuid4().hex[:16]]
-        )
+        call = call or new_call_id()
+        args = [index, lease, attempt, output_json, call]
+        return self._run("step_complete", saga_id, args, call=call)
 
     def step_fail(
-        self, saga_id: str, index: int, lease: str, error: str, uncertain: bool, reason: str
+        self,
+        saga_id: str,
+        index: int,
+        lease: str,
+        error: str,
+        uncertain: bool,
+        reason: str,
+        call: str | None = None,
     ) -> Reply:
         """Record a final failure and start compensating (`compensate` + indexes)."""
-        return self._run("step_fail", saga_id, [index, lease, error, _flag(uncertain), reason])
+        args = [index, lease, error, _flag(uncertain), reason]
+        return self._run("step_fail", saga_id, args, call=call)
 
-    def compensate(self, saga_id: str, message: str, expected_version: int | None) -> Reply:
+    def step_wait(
+        self, saga_id: str, index: int, lease: str, attempt: int, call: str | None = None
+    ) -> Reply:
+        """An event step's command is out: WAITING (or settled at once by an early reply)."""
+        return self._run("step_wait", saga_id, [index, lease, attempt], call=call)
+
+    def compensate(
+        self, saga_id: str, message: str, expected_version: int | None, call: str | None = None
+    ) -> Reply:
         """Ask for compensation; see lua/compensate.lua for each status."""
         version = "" if expected_version is None else str(expected_version)
-        return self._run("compensate", saga_id, [message, version])
+        return self._run("compensate", saga_id, [message, version], call=call)
 
-    def comp_begin(self, saga_id: str, index: int, lease: str, timeout_ms: int) -> Reply:
-        return self._run("comp_begin", saga_id, [index, lease, timeout_ms])
+    def comp_begin(
+        self, saga_id: str, index: int, lease: str, timeout_ms: int, call: str | None = None
+    ) -> Reply:
+        """Claim an attempt of step `index`'s compensation (the same `call` again: the same
+        attempt); see lua/comp_begin.lua."""
+        call = call or new_call_id()
+        return self._run("comp_begin", saga_id, [index, lease, timeout_ms, call], call=call)
 
     def comp_retry(
-        self, saga_id: str, index: int, lease: str, attempt: int, error: str, countdown_ms: int
+        self,
+        saga_id: str,
+        index: int,
+        lease: str,
+        attempt: int,
+        error: str,
+        countdown_ms: int,
+        call: str | None = None,
     ) -> Reply:
-        return self._run("comp_retry", saga_id, [index, lease, attempt, error, countdown_ms])
+        """Record a failed compensation attempt that will be retried (`ok` or `stale`)."""
+        args = [index, lease, attempt, error, countdown_ms]
+        return self._run("comp_retry", saga_id, args, call=call)
 
-    def comp_complete(self, saga_id: str, index: int, lease: str, attempt: int) -> Reply:
-        return self._run("comp_complete", saga_id, [index, lease, attempt, uuid.uuid4().hex[:16]])
+    def comp_complete(
+        self, saga_id: str, index: int, lease: str, attempt: int, call: str | None = None
+    ) -> Reply:
+        """Record a successful compensation (`next`, `saga_compensated`, `duplicate`, `stale`)."""
+        call = call or new_call_id()
+        return self._run("comp_complete", saga_id, [index, lease, attempt, call], call=call)
 
-    def comp_fail(self, saga_id: str, index: int, lease: str, error: str) -> Reply:
-        return self._run("comp_fail", saga_id, [index, lease, error])
+    def comp_fail(
+        self, saga_id: str, index: int, lease: str, error: str, call: str | None = None
+    ) -> Reply:
+        """Record a compensation that cannot be done: COMPENSATION_FAILED."""
+        return self._run("comp_fail", saga_id, [index, lease, error], call=call)
 
     # --- reads -----------------------------------------------------------------------
     def find(self, query: ListQuery) -> tuple[int, list[SagaRecord]]:
@@ -419,6 +509,10 @@ class RedisStore:
 
     def now_ms(self) -> int:
         """Redis's clock, the one every deadline is measured by."""
+        if self.clock_key:
+            frozen = self.redis.get(self.clock_key)
+            if frozen is not None:
+                return int(frozen)
         seconds, micros = self.redis.time()
         return int(seconds) * 1000 + int(micros) // 1000
 
@@ -472,6 +566,13 @@ class RedisStore:
                 self._definitions.clear()
             steps = self._definitions[digest] = json.loads(raw)
         return steps
+
+    def definition_of(self, saga_id: str) -> list[dict[str, Any]]:
+        """The steps of a stored saga's definition; raises `SagaNotFound`."""
+        digest = self.redis.hget(self.keys.saga(saga_id), "def")
+        if digest is None:
+            raise SagaNotFound(saga_id)
+        return self.definition(str(_text(digest)))
 
     def grant(self, reply: Reply) -> Grant:
         """Decode the `run` answer of step_begin / comp_begin."""
@@ -580,6 +681,32 @@ def _flag(value: bool) -> str:
 def dumps(value: Any) -> str:
     """Compact JSON, as stored."""
     return json.dumps(value, separators=(",", ":"))
+
+
+def encode_output(output: Any, limit: int) -> str:
+    """A step's output as stored JSON; one larger than `limit` bytes (SAGA_MAX_OUTPUT_BYTES)
+    is replaced by a stub saying so (the step did take effect, so it still completes)."""
+    encoded = dumps(output)
+    if len(encoded) > limit:
+        encoded = dumps({"truncated": True, "size_bytes": len(encoded)})
+    return encoded
+
+
+def new_call_id() -> str:
+    """A fresh id for one transition call."""
+    return uuid.uuid4().hex[:16]
+
+
+def _transition(lib: str, name: str) -> str:
+    """A transition script: lib.lua, then the script's body as a function, so that a resent
+    call is answered from the saga's memory of it (lib.lua `remembered`/`remember`)."""
+    return (
+        f"{lib}\nlocal function body()\n{_read(name)}\nend\n"
+        "local again = remembered()\n"
+        "if again then return again end\n"
+        "local version = redis.call('HGET', SAGA, 'ver')\n"
+        "return remember(body(), version)\n"
+    )
 
 
 def _read(name: str) -> str:

@@ -9,21 +9,40 @@ from celery.canvas import Signature
 
 
 class CeleryDispatcher:
-    """Enqueues steps and compensations as chains with a chain-level `link_error`."""
+    """Enqueues steps and compensations as chains with a chain-level `link_error`. Every
+    execution carries a hard time limit (Celery kills it past that), which the store counts
+    on to know when an attempt in flight has provably ended."""
 
     def __init__(self, queue: str) -> None:
         self.queue = queue
 
-    def run_steps(self, saga_id: str, indexes: Sequence[int], correlation_id: str) -> None:
+    def run_steps(
+        self,
+        saga_id: str,
+        indexes: Sequence[int],
+        correlation_id: str,
+        time_limits: Sequence[float],
+    ) -> None:
         from tasks.steps import on_step_error, run_step
 
-        self._send([run_step.si(saga_id, i, correlation_id) for i in indexes], on_step_error.s())
+        self._send(
+            [
+                run_step.si(saga_id, i, correlation_id).set(time_limit=limit)
+                for i, limit in zip(indexes, time_limits, strict=True)
+            ],
+            on_step_error.s(),
+        )
 
-    def run_compensations(self, saga_id: str, indexes: Sequence[int], correlation_id: str) -> None:
+    def run_compensations(
+        self, saga_id: str, indexes: Sequence[int], correlation_id: str, time_limit: float
+    ) -> None:
         from tasks.steps import on_compensation_error, run_compensation
 
         self._send(
-            [run_compensation.si(saga_id, i, correlation_id) for i in indexes],
+            [
+                run_compensation.si(saga_id, i, correlation_id).set(time_limit=time_limit)
+                for i in indexes
+            ],
             on_compensation_error.s(),
         )
 

@@ -15,7 +15,7 @@ from sagas.engine import SagaEngine
 from sagas.log import configure_logging, pop, push
 from sagas.registry import load_task_modules
 from sagas.settings import Settings
-from sagas.store import RedisStore
+from sagas.store import RedisStore, connect
 from tasks.dispatcher import CeleryDispatcher
 
 _engine: SagaEngine | None = None
@@ -25,7 +25,7 @@ _pid: int | None = None
 def build_engine(settings: Settings) -> SagaEngine:
     """An engine wired to Redis, the HTTP client and the Celery dispatcher."""
     load_task_modules(settings.task_modules)
-    client = redis.Redis.from_url(settings.redis_url, decode_responses=True)
+    client = connect(settings.redis_url, settings.redis_retries)
     store = RedisStore(
         client,
         settings.key_prefix,

@@ -137,6 +137,7 @@ def service_env(
         "SAGA_STEP_TIMEOUT_SECONDS": "20",
         "SAGA_MAX_OUTPUT_BYTES": "4096",
         "SAGA_REDRIVE_AFTER_SECONDS": "1",
+        "SAGA_ATTEMPT_GRACE_SECONDS": "2",
         "AUTH_SERVICE_URL": demo.urls["auth"],
         "AIRTABLE_CONNECTOR_URL": demo.urls["airtable"],
         "NOTIFICATION_SERVICE_URL": demo.urls["notification"],
@@ -275,3 +276,17 @@ def wait_final(
         if time.time() > deadline:
             raise AssertionError(f"saga still {saga['status']} after {timeout} s: {saga}")
         time.sleep(0.02)
+
+
+def sweep_until(
+    engine: Any, saga_id: str, statuses: set[str], timeout: float = 15
+) -> dict[str, Any]:
+    """Run the sweep (as beat would, every 0.1 s) until the saga is in one of `statuses`."""
+    deadline = time.time() + timeout
+    while True:
+        engine.sweep()
+        saga = engine.get(saga_id)
+        if saga["status"] in statuses:
+            return dict(saga)
+        assert time.time() < deadline, saga
+        time.sleep(0.1)

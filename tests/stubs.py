@@ -38,6 +38,7 @@ class Call:
     status: int
     at: float
     effect: bool = False  # under /idem/: this request took effect (not a replay, not failed)
+    done: float = 0.0  # when it was answered (its effect, if any, had happened by then)
 
 
 class StubService:
@@ -81,8 +82,14 @@ class StubService:
         with self._lock:
             self.ledger.append(call)
         call.status, answer = self._answer(request, body, call)
+        call.done = time.time()
         response = Response(json.dumps(answer), status=call.status, mimetype="application/json")
         return response(environ, start_response)
+
+    def effect_calls(self, key: str) -> list[Call]:
+        """The requests with this Idempotency-Key that took effect, in arrival order."""
+        with self._lock:
+            return [c for c in self.ledger if c.effect and c.idempotency_key == key]
 
     def effects(self, key: str) -> int:
         """How many requests with this Idempotency-Key took effect (0 or 1 if honoured)."""

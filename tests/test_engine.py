@@ -352,7 +352,7 @@ def test_duplicate_chain_delivery_runs_each_step_once(
         {"saga_type": "dup", "steps": [step(n, f"/slow/0.05/{n}") for n in ("a", "b", "c")]}
     ).saga
     sid = saga["saga_id"]
-    engine.dispatcher.run_steps(sid, range(3), sid)
+    engine.dispatch_steps(sid, range(3), sid)
     saga = wait_final(engine, sid)
     time.sleep(0.5)  # let the duplicate chain finish being refused
     assert saga["status"] == "COMPLETED"

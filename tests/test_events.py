@@ -9,6 +9,7 @@ import time
 import uuid
 from typing import Any
 
+from sagas.definition import parse_definition
 from sagas.events import GROUP, EventBus
 from sagas.settings import Settings
 from tasks.runtime import build_engine
@@ -134,16 +135,43 @@ def test_event_step_times_out_and_the_late_event_is_refused(
     assert engine.get(sid)["status"] == "COMPENSATED"
 
 
-def test_early_event_is_honoured(engine: Any, consumer: None) -> None:
-    """A reply that arrives before the step waits (a fast service) is kept and applied."""
+def test_early_reply_while_the_command_is_published_is_kept(engine: Any) -> None:
+    """A reply that arrives after the step began but before it waits (a fast service) is kept
+    on the step and applied the moment it waits."""
+    store = engine.store
+    d = definition()
+    d["steps"] = d["steps"][1:2]  # the event step alone
+    sid = str(uuid.uuid4())
+    assert store.create(sid, parse_definition(d, engine.settings), sid).code == "created"
+    assert store.step_begin(sid, 0, "L").code == "run"
+    early = store.event(sid, "inventory.reserved", '{"reservation":"R-early"}', "1-1", "b")
+    assert early.code == "early"
+    assert store.step_wait(sid, 0, "L", 1).code == "saga_completed"
+    assert engine.get(sid)["steps"][0]["output"] == {"reservation": "R-early"}
+
+
+def test_reply_before_the_step_started_is_refused(engine: Any, consumer: None) -> None:
+    """A reply for a step whose command was not sent yet cannot be its reply: it is refused
+    (kept in the unmatched stream), and the step waits for its real reply."""
     slow = definition()
     slow["steps"][0]["action"]["path"] = "/slow/0.5/a"
     sid = engine.start(slow).saga["saga_id"]
     engine.events.publish("inventory.reserved", sid, None, {"reservation": "R-early"})
+    wait_status_of_step(engine, sid, 1, "WAITING")
+    assert engine.get(sid)["steps"][1]["output"] is None
+    engine.events.publish("inventory.reserved", sid, None, {"reservation": "R-real"})
     saga = wait_final(engine, sid)
     assert saga["status"] == "COMPLETED"
-    assert saga["steps"][1]["output"] == {"reservation": "R-early"}
-    assert "event_early" in [h["event"] for h in engine.history(sid)]
+    assert saga["steps"][1]["output"] == {"reservation": "R-real"}
+    refused = [e for e in engine.events.unmatched(50) if e.get("saga_id") == sid]
+    assert len(refused) == 1 and "late" in refused[0]["outcome"]
+
+
+def wait_status_of_step(engine: Any, saga_id: str, index: int, status: str) -> None:
+    deadline = time.time() + 10
+    while engine.get(saga_id)["steps"][index]["status"] != status:
+        assert time.time() < deadline, engine.get(saga_id)
+        time.sleep(0.02)
 
 
 def test_duplicate_events_change_nothing(engine: Any, consumer: None) -> None:

@@ -46,14 +46,27 @@ def test_services_and_password_from_environment() -> None:
         ({"SAGA_SERVICES": "[]"}, "SAGA_SERVICES"),
         ({"SAGA_SERVICES": '{"x": "ftp://x"}'}, "'x'"),
         ({"REDIS_URL": "http://redis"}, "REDIS_URL"),
-        ({"SAGA_STEP_TIMEOUT_SECONDS": "4000"}, "SAGA_STEP_TIMEOUT_SECONDS=4000 must be below"),
+        ({"SAGA_STEP_TIMEOUT_SECONDS": "4000"}, "SAGA_STEP_TIMEOUT_SECONDS=4000 plus"),
         (
             {
                 "SAGA_VISIBILITY_TIMEOUT_SECONDS": "60",
                 "SAGA_STEP_TIMEOUT_SECONDS": "30",
+                "COMPENSATION_TIMEOUT_SECONDS": "30",
                 "SAGA_RETRY_MAX_BACKOFF_SECONDS": "90",
             },
             "SAGA_RETRY_MAX_BACKOFF_SECONDS",
+        ),
+        (
+            {"SAGA_VISIBILITY_TIMEOUT_SECONDS": "60", "SAGA_STEP_TIMEOUT_SECONDS": "30"},
+            "COMPENSATION_TIMEOUT_SECONDS=600 plus SAGA_ATTEMPT_GRACE_SECONDS=10 must be below",
+        ),
+        (
+            {
+                "SAGA_VISIBILITY_TIMEOUT_SECONDS": "60",
+                "SAGA_STEP_TIMEOUT_SECONDS": "55",
+                "COMPENSATION_TIMEOUT_SECONDS": "30",
+            },
+            "SAGA_STEP_TIMEOUT_SECONDS=55 plus SAGA_ATTEMPT_GRACE_SECONDS=10 must be below",
         ),
     ],
 )

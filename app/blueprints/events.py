@@ -29,6 +29,14 @@ class EventSchema(StrictSchema):
         metadata={"description": "the saga the event is for"},
     )
     correlation_id = correlation_id_field("or the sagas with this id")
+    step = fields.String(
+        allow_none=True,
+        validate=validate.Regexp(r"^[A-Za-z][A-Za-z0-9_-]{0,63}$"),
+        metadata={
+            "description": "the step whose command this answers (the command's `step`): a "
+            "reply is matched to that step only; without it, only when one step awaits the type"
+        },
+    )
     data = fields.Dict(
         load_default=dict, metadata={"description": "the output of the step it completes"}
     )
@@ -44,6 +52,7 @@ class EntrySchema(StrictSchema):
     type = fields.String()
     saga_id = fields.String()
     correlation_id = fields.String()
+    step = fields.String()
     data = fields.String(metadata={"description": "the event's data, JSON"})
     event_id = fields.String()
     outcome = fields.String()
@@ -72,7 +81,11 @@ class Publish(MethodView):
                 message="invalid event_type",
             )
         published = engine().events.publish(
-            event_type, event.get("saga_id"), event.get("correlation_id"), event["data"]
+            event_type,
+            event.get("saga_id"),
+            event.get("correlation_id"),
+            event["data"],
+            event.get("step"),
         )
         return {"event_id": published.event_id, "matched_sagas": published.matched}
 

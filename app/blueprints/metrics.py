@@ -31,6 +31,7 @@ def summary(counters: dict[str, int], counts: dict[str, int]) -> dict[str, Any]:
     """The Redis counters as nested JSON."""
     started: dict[str, int] = {}
     finished: dict[str, dict[str, int]] = defaultdict(dict)
+    refinished: dict[str, dict[str, int]] = defaultdict(dict)
     steps: dict[str, int] = {}
     compensations: dict[str, int] = {}
     durations: dict[str, dict[str, float]] = defaultdict(dict)
@@ -38,9 +39,9 @@ def summary(counters: dict[str, int], counts: dict[str, int]) -> dict[str, Any]:
         kind, _, rest = key.partition("|")
         if kind == "started":
             started[rest] = value
-        elif kind == "finished":
+        elif kind in ("finished", "refinished"):
             saga_type, _, status = rest.rpartition("|")
-            finished[saga_type][status] = value
+            (finished if kind == "finished" else refinished)[saga_type][status] = value
         elif kind == "steps":
             steps[rest] = value
         elif kind == "compensations":
@@ -56,6 +57,7 @@ def summary(counters: dict[str, int], counts: dict[str, int]) -> dict[str, Any]:
             "pending": counts["PENDING"],
             "started": started,
             "finished": dict(finished),
+            "finished_again": dict(refinished),
         },
         "steps": steps,
         "compensations": compensations,
@@ -74,7 +76,15 @@ class SagaCollector:
         counts = self.engine.counts()
         started = CounterMetricFamily("saga_started", "Sagas started", labels=["saga_type"])
         finished = CounterMetricFamily(
-            "saga_finished", "Sagas that reached a final status", labels=["saga_type", "status"]
+            "saga_finished",
+            "Sagas that reached a final status, each counted once, by the first one",
+            labels=["saga_type", "status"],
+        )
+        again = CounterMetricFamily(
+            "saga_finished_again",
+            "Sagas that reached another final status later (a COMPLETED saga compensated, a "
+            "COMPENSATION_FAILED one retried)",
+            labels=["saga_type", "status"],
         )
         steps = CounterMetricFamily("saga_steps", "Step outcomes", labels=["outcome"])
         comps = CounterMetricFamily(
@@ -84,14 +94,14 @@ class SagaCollector:
             kind, _, rest = key.partition("|")
             if kind == "started":
                 started.add_metric([rest], value)
-            elif kind == "finished":
+            elif kind in ("finished", "refinished"):
                 saga_type, _, status = rest.rpartition("|")
-                finished.add_metric([saga_type, status], value)
+                (finished if kind == "finished" else again).add_metric([saga_type, status], value)
             elif kind == "steps":
                 steps.add_metric([rest], value)
             elif kind == "compensations":
                 comps.add_metric([rest], value)
-        yield from (started, finished, steps, comps)
+        yield from (started, finished, again, steps, comps)
         by_status = GaugeMetricFamily("saga_sagas", "Sagas by current status", labels=["status"])
         for status, count in counts.items():
             by_status.add_metric([status], count)

@@ -1,5 +1,6 @@
 -- An execution of step i's compensation wants to make an attempt.
--- ARGV[1] step index, ARGV[2] lease (Celery task id), ARGV[3] compensation timeout ms
+-- ARGV[1] step index, ARGV[2] lease (Celery task id), ARGV[3] compensation timeout ms,
+-- ARGV[4] this call's id (the same id again = the same call: the same attempt is granted)
 -- Returns {"run", attempt, remaining ms, payload, def, corr, type, out0..out(i)},
 -- {"done"} (already compensated or nothing to undo: the chain continues), {"expired"},
 -- {"busy"}, or {"stop"} (the saga is not compensating).
@@ -15,7 +16,8 @@ local now = now_ms()
 local att = tonumber(sget(i, 'catt') or '0') + 1
 if cst == 'PENDING' then
   local dl = now + tonumber(ARGV[3])
-  sset(i, 'cst', 'COMPENSATING', 'st', 'COMPENSATING', 'clease', ARGV[2], 'catt', att, 'cdl', dl)
+  sset(i, 'cst', 'COMPENSATING', 'st', 'COMPENSATING', 'clease', ARGV[2], 'catt', att, 'cdl', dl,
+    'cbc', ARGV[4])
   set_step_timer('comp', i, dl)
   clear_timer('cnext')
   commit(now, 'compensation_step_started', i)
@@ -23,7 +25,10 @@ if cst == 'PENDING' then
 end
 local dl = tonumber(sget(i, 'cdl'))
 if now >= dl then return {'expired'} end
-sset(i, 'catt', att, 'clease', ARGV[2])
+if sget(i, 'clease') == ARGV[2] and sget(i, 'cbc') == ARGV[4] then
+  return with_context({'run', att - 1, dl - now}, i)  -- our own call again: the same attempt
+end
+sset(i, 'catt', att, 'clease', ARGV[2], 'cbc', ARGV[4])
 set_step_timer('comp', i, dl)
 commit(now, 'compensation_attempt', i)
 return with_context({'run', att, dl - now}, i)

@@ -16,6 +16,6 @@ stat('compensations|failed')
 redis.call('HSET', SAGA, 'cfailure', failure_json(i, 'error', ARGV[3]))
 set_status('COMPENSATION_FAILED')
 clear_timers(tonumber(get('n')))
-stat('finished|' .. get('type') .. '|COMPENSATION_FAILED')
+count_final(now, 'COMPENSATION_FAILED')
 commit(now, 'compensation_failed', i, ARGV[3])
 return {'failed'}

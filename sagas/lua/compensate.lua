@@ -1,8 +1,11 @@
 -- A person (or the API) asks to compensate the saga.
 -- ARGV[1] message, ARGV[2] expected version ("" = any)
--- RUNNING: compensate; if a step is in flight, fence it off and let whoever settles it
--- start the compensation ({"deferred"}). COMPLETED: undo everything. COMPENSATION_FAILED:
--- retry the compensations left. PENDING: cancel (all SKIPPED, COMPENSATED).
+-- RUNNING: compensate. A step between attempts, or waiting for its reply event, is settled
+-- at once (FAILED; a waiting step's command is out, so it counts as uncertain). A step whose
+-- attempt is in flight is fenced off: the saga is COMPENSATING at once, and whoever sees the
+-- attempt end starts the compensation ({"deferred"}), so that nothing is undone before it is
+-- done. COMPLETED: undo everything. COMPENSATION_FAILED: retry the compensations left.
+-- PENDING: cancel (all SKIPPED, COMPENSATED).
 -- Returns {"compensate", i...}, {"deferred"}, {"missing"} or {"conflict", status}.
 local status = get('status')
 if not status then return {'missing'} end
@@ -14,20 +17,14 @@ if status == 'RUNNING' or status == 'PENDING' then
   local j = in_flight(n)
   redis.call('HSET', SAGA, 'failure', failure_json(j, 'manual', ARGV[1]))
   if j ~= nil and sget(j, 'st') == 'WAITING' then
-    -- Nobody else would settle a waiting step: fence it off now (its command is out, so it
-    -- counts as uncertain) and compensate; its reply, if it comes, is refused.
-    sset(j, 'st', 'FAILED', 'unc', '1', 't1', now, 'err', 'compensation requested while waiting')
-    clear_step_timer('step', j)
-    stat('steps|failed')
+    mark_failed(j, now, '1', 'compensation requested while waiting')
+    j = nil
+  elseif j ~= nil and not attempt_open(j) then
+    mark_failed(j, now, sget(j, 'unc'), 'compensation requested between attempts: '
+      .. (sget(j, 'err') or ''))
     j = nil
   end
-  if j ~= nil then
-    set_status('COMPENSATING')
-    clear_timer('saga')
-    clear_timer('next')
-    commit(now, 'compensation_requested', j, ARGV[1])
-    return {'deferred'}
-  end
+  if j ~= nil then return fence(j, now, 'compensation_requested', ARGV[1]) end
 elseif status == 'COMPLETED' then
   redis.call('HSET', SAGA, 'failure', failure_json(nil, 'manual', ARGV[1]), 'finished', '')
   redis.call('ZREM', KEYS[11], saga_id())

@@ -22,9 +22,8 @@ if ARGV[7] ~= '' then
   end
 end
 if redis.call('EXISTS', SAGA) == 1 then return {'exists', tonumber(get('ver'))} end
-local clock = redis.call('TIME')
-local now = tonumber(clock[1]) * 1000 + math.floor(tonumber(clock[2]) / 1000)
-local arrived = string.format('%d.%03d', now, tonumber(clock[2]) % 1000)
+local now, micros = clock()
+local arrived = string.format('%d.%03d', now, micros)
 local n = (#ARGV - 9) / 6
 redis.call('SET', KEYS[16], ARGV[5], 'NX')
 redis.call('HINCRBY', KEYS[17], ARGV[9], 1)

@@ -16,9 +16,14 @@
 -- Standalone Redis allows it; these scripts were not Cluster-ready anyway (docs/design.md).
 -- Step fields in the saga hash are "<i>:<field>" with i 0-based: st (status), att (attempts),
 -- lease (task id of the execution holding the step), fatt (last attempt whose failure was
--- recorded), unc ("1" = outcome uncertain), t0/t1 (epoch ms), dl (deadline epoch ms), to
--- (timeout ms), ma (max attempts), out (JSON output), err, hc ("1" = has a compensation),
--- cst/catt/clease/cdl/cerr (the compensation's status, attempts, lease, deadline, error).
+-- recorded: while fatt ~= att an attempt is open, i.e. in flight or vanished), unc ("1" =
+-- outcome uncertain), t0/t1 (epoch ms), dl (deadline epoch ms), ab (the open attempt's bound:
+-- by then its execution has provably ended, killed by its Celery hard time limit if need be),
+-- bc (the call id of the step_begin that granted the attempt), to (timeout ms), ma (max
+-- attempts), out (JSON output), err, hc ("1" = has a compensation), cst/catt/clease/cdl/cerr
+-- (the compensation's status, attempts, lease, deadline, error), cbc (comp_begin's call id).
+-- Saga fields lc/lr: the call id and reply of the last transition (a resent call gets the
+-- same reply, see the end of this file); fin: the final status the counters already counted.
 -- The definition is not in the hash: field "def" holds its digest, and the JSON is the string
 -- <prefix>def:<digest>, shared by every saga with the same definition (Keys.definition).
 -- History entries are compact JSON arrays: [ms since created, version, event, saga status,
@@ -37,13 +42,26 @@ local MAX_RUNNING = __MAX_RUNNING__
 local KEY_PREFIX = "__KEY_PREFIX__"
 -- Fields a COMPLETED or COMPENSATED saga no longer needs (see repack): they only steer
 -- executions in flight or admission. Step fields are "<i>:<name>".
-local TRANSIENT = {arrived = true, cur = true}
+local TRANSIENT = {arrived = true, cur = true, lc = true, lr = true}
 local TRANSIENT_STEP = {lease = true, clease = true, dl = true, cdl = true, to = true,
-                        ma = true, fatt = true}
+                        ma = true, fatt = true, ab = true, bc = true, cbc = true}
+-- Tests only: a key holding the time (epoch ms) that a test sets and moves forward instead
+-- of sleeping ("" in production: Redis's own clock).
+local CLOCK_KEY = "__CLOCK_KEY__"
+
+-- Redis's clock: epoch ms, and the microseconds within that ms.
+local function clock()
+  if CLOCK_KEY ~= '' then
+    local frozen = redis.call('GET', CLOCK_KEY)
+    if frozen then return tonumber(frozen), 0 end
+  end
+  local t = redis.call('TIME')
+  return tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000), tonumber(t[2]) % 1000
+end
 
 local function now_ms()
-  local t = redis.call('TIME')
-  return tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+  local ms = clock()
+  return ms
 end
 
 local function get(field)
@@ -139,13 +157,16 @@ local function repack()
   end
 end
 
--- Enter a final status (COMPLETED or COMPENSATED): stamp, count, index for retention.
-local function finish(now, status)
-  set_status(status)
-  redis.call('HSET', SAGA, 'finished', now)
-  clear_timers(tonumber(get('n')))
-  repack()
-  redis.call('ZADD', KEYS[11], now, saga_id())
+-- Count a saga reaching a final status. `finished|...` and the durations count every saga
+-- once, by the first final status it reached; a saga that reaches another one later (a
+-- COMPLETED saga compensated by request, a COMPENSATION_FAILED one retried) counts in
+-- `refinished|...` instead, so that finished sagas never outnumber started ones.
+local function count_final(now, status)
+  if get('fin') then
+    stat('refinished|' .. get('type') .. '|' .. status)
+    return
+  end
+  redis.call('HSET', SAGA, 'fin', status)
   stat('finished|' .. get('type') .. '|' .. status)
   local ms = now - tonumber(get('created'))
   stat('duration_ms|' .. status, ms)
@@ -153,6 +174,16 @@ local function finish(now, status)
   for _, le in ipairs(DURATION_BUCKETS) do
     if ms <= le * 1000 then stat('duration_bucket|' .. status .. '|' .. le) end
   end
+end
+
+-- Enter a final status (COMPLETED or COMPENSATED): stamp, count, index for retention.
+local function finish(now, status)
+  set_status(status)
+  redis.call('HSET', SAGA, 'finished', now)
+  clear_timers(tonumber(get('n')))
+  count_final(now, status)
+  repack()
+  redis.call('ZADD', KEYS[11], now, saga_id())
   -- Whoever waits for sagas to end can subscribe instead of polling (channel = KEYS[11]'s name).
   redis.call('PUBLISH', KEYS[11], saga_id() .. ' ' .. status)
 end
@@ -226,6 +257,45 @@ local function reply_with(code, list)
   return out
 end
 
+-- Step i has an open attempt: one began and neither its failure nor its success was
+-- recorded. Its execution is in flight, or vanished (a killed worker) after it may have
+-- called the service.
+local function attempt_open(i)
+  return sget(i, 'st') == 'RUNNING' and tonumber(sget(i, 'fatt')) ~= tonumber(sget(i, 'att'))
+end
+
+-- Mark step i FAILED (uncertain if `unc` is "1" or it already was).
+local function mark_failed(i, now, unc, message)
+  if unc == '1' then sset(i, 'unc', '1') end
+  sset(i, 'st', 'FAILED', 'err', message, 't1', now, 'lease', '')
+  clear_step_timer('step', i)
+  stat('steps|failed')
+end
+
+-- Step i ends FAILED for good: record it (the saga's failure too, if it was still running)
+-- and start compensating. Returns the transition's reply {"compensate", i...}.
+local function fail_step(i, now, unc, reason, message)
+  mark_failed(i, now, unc, message)
+  if get('status') == 'RUNNING' then
+    redis.call('HSET', SAGA, 'failure', failure_json(i, reason, message))
+  end
+  commit(now, 'step_failed', i, message)
+  return reply_with('compensate', start_compensation(now))
+end
+
+-- Fence the saga while step j's attempt is in flight: COMPENSATING at once (no new step or
+-- attempt starts), but nothing is undone before that attempt has ended. Whoever sees it end
+-- settles the step and starts the undo: its execution (result, failure, the next retry's
+-- step_begin, a redelivery), or the sweep once the attempt's bound `ab` has passed.
+local function fence(j, now, event, message)
+  set_status('COMPENSATING')
+  clear_timer('saga')
+  clear_timer('next')
+  set_step_timer('step', j, math.max(now, tonumber(sget(j, 'ab') or '0')))
+  commit(now, event, j, message)
+  return {'deferred'}
+end
+
 -- What a step or compensation execution needs: payload, definition, correlation id, type
 -- and the outputs of steps 0..upto (JSON strings or false).
 local function context(upto)
@@ -271,4 +341,25 @@ local function settle(i, outcome, data, event_id, event_type, now)
   end
   commit(now, 'step_failed', i, message)
   return reply_with('compensate', start_compensation(now))
+end
+
+-- A resent call (redis-py resends a command whose reply was lost; an execution carries its
+-- unanswered call over a Celery retry) gets the reply of the first, without acting twice.
+-- The store appends the call id to ARGV and wraps each script's body in a function.
+local CALL = table.remove(ARGV)
+local function remembered()
+  if CALL ~= '' and redis.call('HGET', SAGA, 'lc') == CALL then
+    local reply = redis.call('HGET', SAGA, 'lr')
+    if reply then return cjson.decode(reply) end
+  end
+  return nil
+end
+local function remember(reply, version_before)
+  -- Only calls that changed the saga are kept (a refusal writes nothing); grants ("run") are
+  -- not: they carry the context, and begin scripts recognise their own repeat (field bc).
+  if CALL ~= '' and reply[1] ~= 'run' and redis.call('EXISTS', SAGA) == 1
+     and redis.call('HGET', SAGA, 'ver') ~= version_before then
+    redis.call('HSET', SAGA, 'lc', CALL, 'lr', cjson.encode(reply))
+  end
+  return reply
 end

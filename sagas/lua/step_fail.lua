@@ -9,13 +9,4 @@ if st ~= 'RUNNING' and st ~= 'WAITING' then return {'duplicate', st or ''} end
 if ARGV[2] ~= '' and sget(i, 'lease') ~= ARGV[2] then return {'duplicate', st} end
 local status = get('status')
 if status ~= 'RUNNING' and status ~= 'COMPENSATING' then return {'duplicate', st} end
-local now = now_ms()
-if ARGV[4] == '1' then sset(i, 'unc', '1') end
-sset(i, 'st', 'FAILED', 'err', ARGV[3], 't1', now)
-clear_step_timer('step', i)
-stat('steps|failed')
-if status == 'RUNNING' then
-  redis.call('HSET', SAGA, 'failure', failure_json(i, ARGV[5], ARGV[3]))
-end
-commit(now, 'step_failed', i, ARGV[3])
-return reply_with('compensate', start_compensation(now))
+return fail_step(i, now_ms(), ARGV[4], ARGV[5], ARGV[3])

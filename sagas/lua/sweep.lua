@@ -4,6 +4,8 @@
 --         "comp|<id>|<i>")
 -- Returns one of:
 --   {"compensate", i...}    the saga (or step) deadline passed: compensation started
+--   {"deferred"}            a deadline passed while an attempt is in flight: the saga is
+--                           fenced (COMPENSATING), the undo waits for the attempt to end
 --   {"redrive_steps", k}    no sign of life: run the steps from k again (same idempotency keys)
 --   {"redrive_comps", i...} no sign of life: run these compensations again, in this order
 --   {"compensation_failed"} a compensation's deadline passed: COMPENSATION_FAILED
@@ -23,17 +25,20 @@ if kind == 'saga' then
   if (status ~= 'RUNNING' and status ~= 'PENDING') or now < tonumber(get('deadline')) then
     return drop()
   end
-  -- The saga's deadline passed: the step in flight (if any) is fenced off as uncertain and
-  -- everything done is undone now; its late result will be refused.
+  -- The saga's deadline passed: no step or attempt starts any more. A step between attempts
+  -- or waiting for its reply event is settled now; one whose attempt is in flight is fenced
+  -- off, and undone only once that attempt has ended (see lib.lua `fence`).
+  local message = 'the saga deadline passed'
   local j = in_flight(n)
-  if j ~= nil then
-    sset(j, 'st', 'FAILED', 'unc', '1', 't1', now, 'lease', '',
-      'err', 'the saga deadline passed while the step was running')
-    clear_step_timer('step', j)
-    stat('steps|failed')
-  end
-  redis.call('HSET', SAGA, 'failure', failure_json(j, 'timeout', 'the saga deadline passed'))
+  redis.call('HSET', SAGA, 'failure', failure_json(j, 'timeout', message))
   drop()
+  if j ~= nil and (sget(j, 'st') == 'WAITING' or not attempt_open(j)) then
+    local unc = sget(j, 'unc')
+    if sget(j, 'st') == 'WAITING' then unc = '1' end  -- its command is out
+    mark_failed(j, now, unc, message .. ' while the step was in progress')
+  elseif j ~= nil then
+    return fence(j, now, 'saga_timed_out', message)
+  end
   commit(now, 'saga_timed_out', j)
   return reply_with('compensate', start_compensation(now))
 end
@@ -57,25 +62,41 @@ if kind == 'step' then
     return drop()
   end
   local dl = tonumber(sget(index, 'dl'))
-  if st == 'WAITING' and now < dl then
-    set_step_timer('step', index, dl)
-    return {'none'}
-  end
-  if now >= dl then
-    -- Deadline passed without a result: uncertain unless the last attempt's failure was seen.
-    local unc = sget(index, 'unc')
-    if tonumber(sget(index, 'fatt')) ~= tonumber(sget(index, 'att')) then unc = '1' end
-    if st == 'WAITING' then unc = '1' end  -- its command is out: the service may have acted
-    sset(index, 'st', 'FAILED', 'unc', unc, 't1', now, 'lease', '',
-      'err', 'the step deadline passed without a result')
-    drop()
-    stat('steps|failed')
-    if status == 'RUNNING' then
-      redis.call('HSET', SAGA, 'failure',
-        failure_json(index, 'timeout', 'the step deadline passed without a result'))
+  if st == 'WAITING' then
+    if now < dl then
+      set_step_timer('step', index, dl)
+      return {'none'}
     end
-    commit(now, 'step_timed_out', index)
-    return reply_with('compensate', start_compensation(now))
+    drop()  -- its command is out: the service may have acted
+    return fail_step(index, now, '1', 'timeout', 'the step deadline passed without a reply')
+  end
+  if attempt_open(index) then
+    local ab = tonumber(sget(index, 'ab'))
+    if status == 'RUNNING' then
+      if now < dl then
+        set_step_timer('step', index, dl)
+        return {'none'}
+      end
+      -- The step's deadline passed with its attempt in flight (the attempt was told to end
+      -- by then): fence the saga; the undo waits for the attempt to end.
+      local message = 'the step deadline passed while an attempt was in flight'
+      redis.call('HSET', SAGA, 'failure', failure_json(index, 'timeout', message))
+      return fence(index, now, 'step_timed_out', message)
+    end
+    -- Fenced: settle once the attempt has provably ended (its execution never reported).
+    if now < ab then
+      set_step_timer('step', index, ab)
+      return {'none'}
+    end
+    drop()
+    return fail_step(index, now, '1', 'timeout',
+      'the attempt did not report before its time limit; its outcome is unknown')
+  end
+  -- No attempt in flight: between attempts (its retry message is due).
+  if status == 'COMPENSATING' or now >= dl then
+    drop()
+    return fail_step(index, now, sget(index, 'unc'), 'timeout',
+      'the step deadline passed; last error: ' .. (sget(index, 'err') or ''))
   end
   -- Before the deadline: the next attempt's message never came (lost). Free the lease so a
   -- new execution may take over, and look again at the deadline.
@@ -109,7 +130,7 @@ if kind == 'comp' then
     redis.call('HSET', SAGA, 'cfailure', failure_json(index, 'timeout', message))
     set_status('COMPENSATION_FAILED')
     clear_timers(n)
-    stat('finished|' .. get('type') .. '|COMPENSATION_FAILED')
+    count_final(now, 'COMPENSATION_FAILED')
     commit(now, 'compensation_failed', index, message)
     return {'compensation_failed'}
   end
