@@ -5,7 +5,7 @@ VENV   ?= .venv
 BIN     = $(VENV)/bin
 STAMP   = $(VENV)/.installed-$(shell cat setup.cfg pyproject.toml | cksum | cut -d' ' -f1)
 
-.PHONY: install install-bench redis-server hey test chaos bench bench-smoke lint typecheck clean
+.PHONY: install install-bench redis-server postgres hey test chaos verify bench bench-smoke lint typecheck clean
 
 install: $(STAMP)
 
@@ -22,6 +22,13 @@ redis-server:
 	  echo "redis-server not found: installing Debian's redis-server package"; \
 	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq redis-server; }
 
+# The SQL barrier tests start a PostgreSQL of their own when PARTICIPANT_POSTGRES_URL does not
+# answer; initdb and postgres come from Debian (the package may also start a cluster on 5432).
+postgres:
+	@ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || { \
+	  echo "initdb not found: installing Debian's postgresql package"; \
+	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq postgresql; }
+
 # The API benchmark's load generator (Go, rate-limited, per-request CSV), from Debian.
 hey:
 	@command -v hey >/dev/null 2>&1 || { \
@@ -29,12 +36,19 @@ hey:
 	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq hey; }
 
 # The default suite: real Redis (REDIS_URL if it answers, else a redis-server of its own),
-# a real Celery worker subprocess and real HTTP stub services.
-test: install redis-server
+# real PostgreSQL (PARTICIPANT_POSTGRES_URL if it answers, else a server of its own), a real
+# Celery worker subprocess and real HTTP stub services.
+test: install redis-server postgres
 	$(BIN)/python -m pytest -m "not chaos" $(PYTEST_ARGS)
 
 chaos: install redis-server
 	$(BIN)/python -m pytest -m chaos -s $(PYTEST_ARGS)
+
+# The model-based stateful test of the protocol with many examples (SAGA_MODEL_EXAMPLES,
+# default 3000); `make test` runs a short profile of the same test.
+verify: install redis-server
+	SAGA_MODEL_PROFILE=long $(BIN)/python -m pytest tests/test_protocol_model.py --timeout 0 \
+	  -p no:cacheprovider --hypothesis-show-statistics $(PYTEST_ARGS)
 
 # Benchmarks run on demand (not timed tests): results in bench/results.json, charts in
 # docs/img/, figures in docs/performance.md. About 30 minutes on 2 cores: the headline comparison

@@ -2,20 +2,31 @@
 the real Redis, in memory, and behind a Flask app served over real HTTP.
 
 PostgreSQL: `PARTICIPANT_POSTGRES_URL` (default postgresql+psycopg://postgres@127.0.0.1:5432/
-postgres, trust auth). The module creates a database of its own, `barrier_test_<random>`,
-and drops it at the end; it touches no other data. Redis: the suite's Redis (`redis_url`),
-under a key prefix of this module's own, deleted at the end.
+postgres, trust auth) if it accepts a connection, else a PostgreSQL of the run's own, started
+with Debian's binaries (/usr/lib/postgresql/*/bin, installed by `make test`) in a temporary
+directory on a free port and stopped at the end. The module creates a database of its own,
+`barrier_test_<random>`, and drops it at the end; it touches no other data. Redis: the
+suite's Redis (`redis_url`), under a key prefix of this module's own, deleted at the end.
 """
 
 from __future__ import annotations
 
+import ctypes
 import os
+import pwd
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
 import threading
 import time
 import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import timedelta
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -34,16 +45,17 @@ from sqlalchemy import (
     select,
     text,
 )
-from sqlalchemy.engine import Connection, Engine
+from sqlalchemy.engine import Connection, Engine, make_url
 from sqlalchemy.exc import OperationalError
 from sqlalchemy.orm import Session, sessionmaker
+from sqlalchemy.pool import NullPool
 from werkzeug.serving import make_server
 
 from participant import BarrierKey, Decision, InvalidKey, Outcome, decide
 from participant.memory import MemoryBarrier
 from participant.redis import BarrierContention, RedisBarrier, RedisTx
 from participant.sql import SqlBarrier
-from tests.conftest import ROOT
+from tests.conftest import ROOT, free_port
 
 POSTGRES_URL = os.environ.get(
     "PARTICIPANT_POSTGRES_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/postgres"
@@ -77,11 +89,142 @@ class Boom(Exception):
     """Raised by a business function after it wrote (to prove the rollback)."""
 
 
+# --- PostgreSQL: the configured server, or one of the run's own ----------------------------
+def postgres_answers(url: str) -> bool:
+    """Whether `url` accepts a connection. A TCP probe of 1 s comes first (libpq waits at
+    least 2 s); a server that answers but refuses us (say, Debian's freshly installed
+    cluster, which wants a password over TCP) counts as not answering."""
+    host, port = make_url(url).host, make_url(url).port or 5432
+    if host:
+        try:
+            socket.create_connection((host, port), timeout=1).close()
+        except OSError:
+            return False
+    engine = create_engine(url, poolclass=NullPool, connect_args={"connect_timeout": 2})
+    try:
+        with engine.connect():
+            return True
+    except OperationalError:
+        return False
+    finally:
+        engine.dispose()
+
+
+def postgres_bindir() -> Path | None:
+    """The newest of Debian's PostgreSQL server binary directories, else initdb's on PATH."""
+
+    def version(initdb: Path) -> tuple[int, ...]:
+        return tuple(int(part) for part in initdb.parent.parent.name.split(".") if part.isdigit())
+
+    found = sorted(Path("/usr/lib/postgresql").glob("*/bin/initdb"), key=version)
+    if found:
+        return found[-1].parent
+    on_path = shutil.which("initdb")
+    return Path(on_path).parent if on_path else None
+
+
+def unprivileged_user() -> dict[str, Any]:
+    """Popen arguments running the server as a user of its own: initdb and postgres refuse
+    to run as root (Debian's `postgres` user comes with the package)."""
+    if os.geteuid() != 0:
+        return {}
+    for name in ("postgres", "nobody"):
+        try:
+            entry = pwd.getpwnam(name)
+        except KeyError:
+            continue
+        return {"user": entry.pw_uid, "group": entry.pw_gid, "extra_groups": []}
+    pytest.fail("running as root and no `postgres` or `nobody` user to run PostgreSQL as")
+
+
+def die_with_parent() -> Callable[[], None]:
+    """A preexec_fn: the server gets SIGQUIT (immediate shutdown) if the test run dies
+    without stopping it (Linux's PR_SET_PDEATHSIG; set after the user change, which clears it)."""
+    prctl = ctypes.CDLL(None, use_errno=True).prctl  # loaded before the fork
+    return lambda: prctl(1, signal.SIGQUIT)
+
+
+def start_postgres_server(workdir: Path) -> tuple[subprocess.Popen[bytes], str]:
+    """A PostgreSQL of the test run's own in `workdir` (trust auth, user postgres, 127.0.0.1
+    on a free port, unix sockets in `workdir`, no fsync); returns (postmaster, url)."""
+    bindir = postgres_bindir()
+    if bindir is None:
+        pytest.fail(
+            f"PostgreSQL is not reachable at {POSTGRES_URL} (set PARTICIPANT_POSTGRES_URL) and "
+            "its server binaries are not installed (no initdb under /usr/lib/postgresql/*/bin) "
+            "to start one: run `make test`, which installs Debian's postgresql package",
+            pytrace=False,
+        )
+    run_as = unprivileged_user()
+    if run_as:
+        os.chown(workdir, run_as["user"], run_as["group"])
+    env = {**os.environ, "LC_ALL": "C"}
+    data = workdir / "data"
+    initdb = [str(bindir / "initdb"), "-D", str(data), "-A", "trust", "-U", "postgres"]
+    initdb += ["-E", "UTF8", "--locale=C", "--no-sync"]
+    init = subprocess.run(initdb, cwd=workdir, env=env, capture_output=True, **run_as)
+    if init.returncode != 0:
+        pytest.fail(f"initdb failed: {(init.stdout + init.stderr).decode()[-3000:]}")
+    port = free_port()
+    server = [str(bindir / "postgres"), "-D", str(data), "-h", "127.0.0.1", "-p", str(port)]
+    server += ["-k", str(workdir)]  # unix sockets here, not in /var/run/postgresql
+    # Durability is not under test: the data directory is thrown away at the end.
+    server += ["-c", "fsync=off", "-c", "full_page_writes=off", "-c", "synchronous_commit=off"]
+    log_path = workdir / "postgres.log"
+    with log_path.open("wb") as log:
+        proc = subprocess.Popen(
+            server,
+            cwd=workdir,
+            env=env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            preexec_fn=die_with_parent(),
+            **run_as,
+        )
+    url = f"postgresql+psycopg://postgres@127.0.0.1:{port}/postgres"
+    deadline = time.time() + 30
+    while time.time() < deadline and proc.poll() is None:
+        if postgres_answers(url):
+            return proc, url
+        time.sleep(0.1)
+    stop_postgres_server(proc)
+    pytest.fail(f"PostgreSQL did not start: {log_path.read_text()[-3000:]}")
+
+
+def stop_postgres_server(proc: subprocess.Popen[bytes]) -> None:
+    """Immediate shutdown (the data directory is deleted next), SIGKILL if it hangs."""
+    if proc.poll() is None:
+        proc.send_signal(signal.SIGQUIT)
+        try:
+            proc.wait(15)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(5)
+
+
+@pytest.fixture(scope="session")
+def postgres_url() -> Iterator[str]:
+    """PARTICIPANT_POSTGRES_URL if it accepts a connection, else a PostgreSQL of the run's own
+    (in a directory of /tmp, which the unprivileged server user can reach)."""
+    if postgres_answers(POSTGRES_URL):
+        yield POSTGRES_URL
+        return
+    workdir = Path(tempfile.mkdtemp(prefix="pytest-postgres-"))
+    try:
+        proc, url = start_postgres_server(workdir)
+        try:
+            yield url
+        finally:
+            stop_postgres_server(proc)
+    finally:
+        shutil.rmtree(workdir, ignore_errors=True)
+
+
 # --- PostgreSQL, SQLite and Redis of the module's own ---------------------------------------
 @pytest.fixture(scope="module")
-def pg_engine() -> Iterator[Engine]:
+def pg_engine(postgres_url: str) -> Iterator[Engine]:
     """An engine on a database created for this module (dropped at the end)."""
-    admin = create_engine(POSTGRES_URL, isolation_level="AUTOCOMMIT")
+    admin = create_engine(postgres_url, isolation_level="AUTOCOMMIT")
     name = f"barrier_test_{uuid.uuid4().hex[:12]}"
     try:
         with admin.connect() as conn:
@@ -89,7 +232,7 @@ def pg_engine() -> Iterator[Engine]:
     except OperationalError as exc:
         admin.dispose()
         pytest.fail(
-            f"PostgreSQL is not reachable at {POSTGRES_URL} (set PARTICIPANT_POSTGRES_URL): "
+            f"PostgreSQL is not reachable at {postgres_url} (set PARTICIPANT_POSTGRES_URL): "
             f"the SQL barrier tests need a real PostgreSQL. {exc.orig}",
             pytrace=False,
         )
@@ -255,9 +398,6 @@ def test_decide_covers_every_record_combination() -> None:
 
 def test_core_imports_without_sqlalchemy_redis_or_flask() -> None:
     """`import participant` loads none of SQLAlchemy, redis and Flask."""
-    import subprocess
-    import sys
-
     code = (
         "import sys; import participant, participant.core; "
         "bad = [m for m in ('sqlalchemy', 'redis', 'flask') if m in sys.modules]; "
