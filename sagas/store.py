@@ -305,7 +305,9 @@ class RedisStore:
 
     def delete(self, saga_id: str) -> Reply:
         """Delete a COMPLETED or COMPENSATED saga (`deleted`, `missing` or `conflict`)."""
-        saga_type, corr, digest = self.redis.hmget(self.keys.saga(saga_id), "type", "corr", "def")
+        saga_type, corr, digest, idempotency_key = self.redis.hmget(
+            self.keys.saga(saga_id), "type", "corr", "def", "idk"
+        )
         if saga_type is None:
             return Reply("missing", [])
         extra = [
@@ -314,6 +316,7 @@ class RedisStore:
             self.keys.correlation(str(_text(corr))),
             self.keys.definition(str(_text(digest))),
             self.keys.definitions,
+            str(_text(idempotency_key)) if idempotency_key else self.keys.scratch(),
         ]
         return self._run("delete", saga_id, [], extra)
 

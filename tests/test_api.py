@@ -312,6 +312,18 @@ def test_concurrent_repeats_of_an_idempotency_key_start_one_saga(app: Flask) -> 
     assert len({a.get_json()["saga_id"] for a in answers}) == 1
 
 
+def test_an_idempotency_key_is_released_with_its_deleted_saga(client: FlaskClient) -> None:
+    """After its saga is deleted, a repeat of an Idempotency-Key starts a new saga (202)
+    instead of pointing at a saga that no longer exists (404)."""
+    key = {"Idempotency-Key": f"k-{uuid.uuid4()}"}
+    first = start(client, headers=key)
+    wait_status(client, first["saga_id"], "COMPLETED")
+    assert client.delete(f"/saga/{first['saga_id']}").status_code == 204
+    again = client.post("/saga/start", json=definition(), headers=key)
+    assert again.status_code == 202, again.get_json()
+    assert again.get_json()["saga_id"] != first["saga_id"]
+
+
 # --- reading, compensating, deleting ---------------------------------------------------------
 def test_status_and_steps_and_404(client: FlaskClient) -> None:
     """GET status and steps of a saga; an unknown id is 404 with a JSON body."""

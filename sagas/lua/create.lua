@@ -55,6 +55,7 @@ stat('started|' .. ARGV[2])
 if ARGV[7] ~= '' then
   redis.call('HSET', KEYS[15], 'saga', ARGV[1], 'fp', ARGV[7])
   redis.call('EXPIRE', KEYS[15], ARGV[8])
+  redis.call('HSET', SAGA, 'idk', KEYS[15])  -- released when the saga is deleted
 end
 if admitted then return {'created', commit(now, 'created')} end
 return {'pending', commit(now, 'created')}
