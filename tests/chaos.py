@@ -63,6 +63,7 @@ class Stack:
             "SAGA_RETRY_MAX_BACKOFF_SECONDS": "1",
             "SAGA_RETRY_ATTEMPTS": "4",
             "COMPENSATION_TIMEOUT_SECONDS": "10",
+            "SAGA_ATTEMPT_GRACE_SECONDS": "2",
             "WEB_CONCURRENCY": "2",
             **extra_env,
         }

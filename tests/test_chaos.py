@@ -211,9 +211,10 @@ def test_downstream_down_longer_than_the_retry_budget(
 
 
 def test_hanging_step_is_compensated_on_time(stack_factory: Any, stub: StubService) -> None:
-    """A step that hangs past its timeout: the saga is compensated on time, and the late
-    result is refused when it finally comes."""
-    stack = stack_factory(workers=1, concurrency=4)
+    """A step that hangs past its timeout: the saga is fenced on time, and the hanging attempt
+    is killed by its hard time limit (timeout 2 s + 1 s grace) before anything is undone;
+    it never reports, and the completed step is undone."""
+    stack = stack_factory(workers=1, concurrency=4, SAGA_ATTEMPT_GRACE_SECONDS="1")
     figures = Figures()
     started = time.time()
     definition = {
@@ -234,16 +235,19 @@ def test_hanging_step_is_compensated_on_time(stack_factory: Any, stub: StubServi
     ids = [stack.start_saga(definition) for _ in range(3)]
     docs = stack.wait_final(ids, timeout=20)
     elapsed = time.time() - started
-    assert elapsed < 5, elapsed  # timeout 2 s + sweep interval 0.5 s + slack
-    time.sleep(5)  # the hanging steps return now
+    assert elapsed < 6, elapsed  # timeout 2 s + grace 1 s + sweep interval 0.5 s + slack
+    time.sleep(4)  # the hanging steps would have returned by now, had they not been killed
     for saga_id in ids:
         doc = stack.store.get(saga_id)
         assert doc["status"] == "COMPENSATED" and doc["steps"][1]["status"] == "FAILED"
+        assert doc["steps"][1]["uncertain"] and doc["steps"][1]["output"] is None
         assert doc["failure"]["reason"] == "timeout"
-    refused = (stack.tmp / "worker0.log").read_text().count("late step result refused")
-    assert refused == len(ids)
+        undo = [c for c in stub.calls(saga_id) if c.path == "/idem/ok/undo/a"]
+        assert undo and undo[0].at - started >= 3 - 0.5  # not before the hard limit
+    killed = (stack.tmp / "worker0.log").read_text().count("Hard time limit")
+    assert killed == len(ids)
     figures.faults["hanging steps"] = len(ids)
-    figures.faults["late results refused"] = refused
+    figures.faults["killed at their hard time limit"] = killed
     figures.sagas, figures.seconds = len(ids), elapsed
     check_invariants(docs, stub, figures)
     figures.show("hanging step")
