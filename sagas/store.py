@@ -702,9 +702,11 @@ def new_call_id() -> str:
 
 def _transition(lib: str, name: str) -> str:
     """A transition script: lib.lua, then the script's body as a function, so that a resent
-    call is answered from the saga's memory of it (lib.lua `remembered`/`remember`)."""
+    call is answered from the saga's memory of it (lib.lua `remembered`/`remember`). The
+    `#!lua` line makes Redis refuse the whole script up front when it is out of memory
+    (noeviction), rather than let it stop between two of its writes."""
     return (
-        f"{lib}\nlocal function body()\n{_read(name)}\nend\n"
+        f"#!lua\n{lib}\nlocal function body()\n{_read(name)}\nend\n"
         "local again = remembered()\n"
         "if again then return again end\n"
         "local version = redis.call('HGET', SAGA, 'ver')\n"

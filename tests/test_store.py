@@ -436,3 +436,26 @@ def test_an_event_by_correlation_id_is_for_the_newest_sagas_only(
     assert bus._targets(None, ids[0]) == []  # a saga id is not a correlation id of others
     assert bus._targets(ids[0], None) == [ids[0]]
     assert not caplog.text
+
+
+def test_a_transition_refused_for_memory_changes_nothing(tmp_path: Any) -> None:
+    """Redis out of memory (noeviction): a transition is refused whole, before its first
+    write; none of its frees (ZREM, DEL) happen without the writes that follow them."""
+    from tests.conftest import start_redis_server
+
+    proc, url = start_redis_server(tmp_path / "oom")
+    try:
+        store = RedisStore(redis.Redis.from_url(url, decode_responses=True), "oom:")
+        saga_id = new_saga(store)
+        before = {k: store.redis.dump(k) for k in store.redis.keys("oom:*")}
+        used = int(store.redis.info("memory")["used_memory"])
+        store.redis.config_set("maxmemory", used // 2)
+        with pytest.raises(redis.exceptions.OutOfMemoryError):
+            store.compensate(saga_id, "out of memory", None)
+        store.redis.config_set("maxmemory", 0)
+        after = {k: store.redis.dump(k) for k in store.redis.keys("oom:*")}
+        assert after == before
+        assert store.get(saga_id)["status"] == "RUNNING"
+    finally:
+        proc.terminate()
+        proc.wait(10)
