@@ -1,7 +1,7 @@
 """gunicorn settings of the REST API: `saga-orchestrator api` (or `gunicorn -c gunicorn.conf.py`).
 
 Command-line options override these (`saga-orchestrator api --bind 127.0.0.1:9000 -w 4`).
-Verified against gunicorn 27.0.1 and prometheus-flask-exporter 0.23.2 (see ../shared/NOTES.md).
+Verified against gunicorn 27.0.1 and prometheus-flask-exporter 0.23.2 (tests/test_e2e.py runs it).
 """
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""The REST API of ../shared/CONTRACT.md (HTTP only: the engine in `sagas/` does the work)."""
+"""The REST API (HTTP only: the engine in `sagas/` does the work); README.md and /docs."""
 
 from __future__ import annotations
 

@@ -205,7 +205,7 @@ class EventBus:
 
     def consume(self, client: redis.Redis, consumer: str, block_ms: int, count: int = 50) -> int:
         """Read and apply new entries as `consumer`; the number read. `client` must have no
-        socket timeout shorter than `block_ms` (redis-py 8 defaults to 5 s: NOTES.md)."""
+        socket timeout shorter than `block_ms` (redis-py 8 defaults to 5 s)."""
         answer: Any = client.xreadgroup(
             GROUP, consumer, {self.keys.events: ">"}, count=count, block=block_ms
         )

@@ -2,7 +2,7 @@
 
 Saga figures come from the counters the Lua transitions keep in Redis, so they are right
 across every gunicorn and Celery process. HTTP request metrics come from
-prometheus-flask-exporter (multiprocess mode under gunicorn, see NOTES.md).
+prometheus-flask-exporter (multiprocess mode under gunicorn).
 """
 
 from __future__ import annotations
