@@ -14,6 +14,8 @@ from __future__ import annotations
 from typing import Any
 
 from celery import Task, shared_task
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from sagas.engine import Continue, Outcome, Retry
 from sagas.errors import CompensationFailed, StepFailed, StoreUnreachable
@@ -22,8 +24,18 @@ from tasks.runtime import engine
 # default_retry_delay is what `task_retry_on_worker_lost` waits after a killed worker before
 # the re-run (Celery's default is 180 s); our own retries always pass a countdown.
 # max_retries bounds the re-runs of a task that kills its worker every time
-# (task_retry_on_worker_lost); the step's own attempts are bounded by the store.
-TASK_OPTIONS: dict[str, Any] = {"bind": True, "default_retry_delay": 1, "max_retries": 100}
+# (task_retry_on_worker_lost); the step's own attempts are bounded by the store. A Redis
+# error outside a transition (reading a definition, publishing a command, admitting the
+# next saga) re-runs the task: every transition it repeats is fenced or recognised.
+TASK_OPTIONS: dict[str, Any] = {
+    "bind": True,
+    "default_retry_delay": 1,
+    "max_retries": 100,
+    "autoretry_for": (RedisConnectionError, RedisTimeoutError),
+    "retry_backoff": 1,
+    "retry_backoff_max": 60,
+    "retry_jitter": True,
+}
 # Redis unreachable (after the client's own retries): replay the pending call after this.
 UNREACHABLE_RETRY_SECONDS = (1, 2, 5, 10, 20, 30)
 UNREACHABLE_MAX_RETRIES = 200

@@ -308,3 +308,23 @@ def test_trigger_with_an_invalid_payload_is_recorded_not_retried(
         assert time.time() < deadline
         time.sleep(0.05)
     assert "invalid" in entries[0]["outcome"] and "payload" in entries[0]["outcome"]
+
+
+def test_reply_data_above_the_output_limit_is_stored_as_a_stub(engine: Any) -> None:
+    """A success reply's data becomes the step's output: above SAGA_MAX_OUTPUT_BYTES it is
+    stored as a stub saying so, like any output."""
+    store = engine.store
+    d = definition()
+    d["steps"] = d["steps"][1:2]
+    sid = str(uuid.uuid4())
+    assert store.create(sid, parse_definition(d, engine.settings), sid).code == "created"
+    assert store.step_begin(sid, 0, "L").code == "run"
+    assert store.step_wait(sid, 0, "L", 1).code == "waiting"
+    big = json.dumps({"blob": "x" * 10_000})
+    fields = {"type": "inventory.reserved", "saga_id": sid, "step": "b", "data": big}
+    assert engine.events.handle("9-1", fields) == [f"{sid}:saga_completed"]
+    output = engine.get(sid)["steps"][0]["output"]
+    assert output == {
+        "truncated": True,
+        "size_bytes": len(json.dumps({"blob": "x" * 10_000}, separators=(",", ":"))),
+    }

@@ -459,3 +459,36 @@ def test_a_transition_refused_for_memory_changes_nothing(tmp_path: Any) -> None:
     finally:
         proc.terminate()
         proc.wait(10)
+
+
+def test_a_saga_is_counted_once_in_finished(store: RedisStore) -> None:
+    """A COMPLETED saga compensated later counts once in `finished` (as COMPLETED) and once
+    in `refinished` (as COMPENSATED): finished sagas never outnumber started ones."""
+    saga_id = new_saga(store, steps=1)
+    assert store.step_begin(saga_id, 0, "L").code == "run"
+    assert store.step_complete(saga_id, 0, "L", 1, "{}").code == "saga_completed"
+    reply = store.compensate(saga_id, "undo it", None)
+    assert reply.code == "compensate" and reply.values == ["0"]
+    assert store.comp_begin(saga_id, 0, "C", 10_000).code == "run"
+    assert store.comp_complete(saga_id, 0, "C", 1).code == "saga_compensated"
+    stats = store.stats()
+    assert stats["finished|t|COMPLETED"] == 1
+    assert "finished|t|COMPENSATED" not in stats
+    assert stats["refinished|t|COMPENSATED"] == 1
+    assert stats["duration_count|COMPLETED"] == 1 and "duration_count|COMPENSATED" not in stats
+
+
+def test_a_resent_transition_gets_the_first_answer_and_writes_nothing(store: RedisStore) -> None:
+    """The same call id again (a resend after a lost reply) answers as the first call did,
+    without a second write; a begin repeated with its call id grants the same attempt."""
+    saga_id = new_saga(store)
+    first = store.step_begin(saga_id, 0, "L", call="b1")
+    again = store.step_begin(saga_id, 0, "L", call="b1")
+    assert first.code == again.code == "run" and first.values[0] == again.values[0] == "1"
+    fail = store.step_fail(saga_id, 0, "L", "HTTP 422", False, "error", call="f1")
+    assert fail.code == "compensate"
+    version, history = store.get(saga_id)["version"], store.history(saga_id)
+    assert store.step_fail(saga_id, 0, "L", "HTTP 422", False, "error", call="f1") == fail
+    assert store.get(saga_id)["version"] == version  # the resend wrote nothing
+    assert store.history(saga_id) == history
+    assert store.step_fail(saga_id, 0, "L", "HTTP 422", False, "error").code == "duplicate"
