@@ -21,7 +21,8 @@ import redis
 
 from sagas.errors import ValidationFailed
 from sagas.log import bound
-from sagas.store import Reply, dumps, encode_output
+from sagas.records import dumps, encode_output
+from sagas.store import Reply
 
 if TYPE_CHECKING:
     from sagas.engine import SagaEngine

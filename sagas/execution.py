@@ -29,8 +29,9 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 from sagas import placeholders
 from sagas.errors import CompensationFailed, StepError, StepFailed, StoreUnreachable
 from sagas.log import bound
+from sagas.records import encode_output
 from sagas.registry import TaskContext
-from sagas.store import Grant, Reply, encode_output, new_call_id
+from sagas.store import Grant, Reply, new_call_id
 
 if TYPE_CHECKING:
     from sagas.engine import SagaEngine

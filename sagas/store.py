@@ -19,7 +19,6 @@ import json
 import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime
 from importlib import resources
 from typing import Any
 
@@ -29,7 +28,9 @@ from redis.retry import Retry
 
 from sagas.definition import SagaDefinition
 from sagas.errors import SagaNotFound
-from sagas.model import SagaRecord, SagaStatus, StepRecord
+from sagas.keys import Keys
+from sagas.model import SagaRecord
+from sagas.records import document, dumps, iso, text
 
 # Transitions share lua/lib.lua (prepended); the others stand alone.
 TRANSITIONS = (
@@ -125,65 +126,6 @@ def connect(url: str, retries: int = CLIENT_RETRIES, **options: Any) -> redis.Re
     )
 
 
-class Keys:
-    """Every key name of the store, in one place."""
-
-    def __init__(self, prefix: str) -> None:
-        self.prefix = prefix
-        self.timers = f"{prefix}timers"
-        self.stats = f"{prefix}stats"
-        self.finished = f"{prefix}finished"
-        self.all = f"{prefix}idx:all"
-        self.workers = f"{prefix}workers"
-        self.definitions = f"{prefix}defs"  # digest -> how many sagas use the definition
-        self.events = f"{prefix}stream:events"  # incoming: replies and triggers
-        self.commands = f"{prefix}stream:commands"  # outgoing: event steps' commands
-        self.unmatched = f"{prefix}stream:unmatched"  # events no saga awaited
-        self.dead = f"{prefix}stream:dead"  # events that failed too often (poison)
-
-    def saga(self, saga_id: str) -> str:
-        return f"{self.prefix}{{{saga_id}}}"
-
-    def history(self, saga_id: str) -> str:
-        return f"{self.prefix}{{{saga_id}}}:history"
-
-    def status(self, status: str) -> str:
-        return f"{self.prefix}idx:status:{status}"
-
-    def saga_type(self, saga_type: str) -> str:
-        return f"{self.prefix}idx:type:{saga_type}"
-
-    def type_status(self, saga_type: str, status: str) -> str:
-        """Sagas of one type in one status; lua/lib.lua derives the same name."""
-        return f"{self.prefix}idx:ts:{saga_type}:{status}"
-
-    def correlation(self, correlation_id: str) -> str:
-        """Sagas given this correlation id (not those whose id stands in for one)."""
-        return f"{self.prefix}idx:corr:{correlation_id}"
-
-    def definition(self, digest: str) -> str:
-        return f"{self.prefix}def:{digest}"
-
-    def idempotency(self, scope: str, key: str) -> str:
-        """Idempotency-Key `key` of client `scope` (both hashed: no secret is stored)."""
-        digest = hashlib.sha256(f"{scope}\0{key}".encode()).hexdigest()[:32]
-        return f"{self.prefix}idem:{digest}"
-
-    def scratch(self) -> str:
-        return f"{self.prefix}tmp:{uuid.uuid4().hex}"
-
-    def transition(self, saga_id: str) -> list[str]:
-        """KEYS[1..11] shared by every transition script (documented in lua/lib.lua)."""
-        return [
-            self.saga(saga_id),
-            self.history(saga_id),
-            self.timers,
-            self.stats,
-            *(self.status(s) for s in SagaStatus),
-            self.finished,
-        ]
-
-
 class RedisStore:
     def __init__(
         self,
@@ -227,7 +169,7 @@ class RedisStore:
         after a lost reply) gets the first call's reply and changes nothing (lib.lua)."""
         keys = [*self.keys.transition(saga_id), *extra_keys]
         raw = self._scripts[name](keys=keys, args=[*args, call or new_call_id()])
-        return Reply(_text(raw[0]), [None if v is None else str(_text(v)) for v in raw[1:]])
+        return Reply(text(raw[0]), [None if v is None else str(text(v)) for v in raw[1:]])
 
     # --- transitions -------------------------------------------------------------------
     def create(
@@ -285,13 +227,13 @@ class RedisStore:
     def append(self, stream: str, fields: dict[str, str], maxlen: int) -> str:
         """Add an entry to a stream (trimmed to about `maxlen`); its id."""
         entry_id = self.redis.xadd(stream, fields, maxlen=maxlen, approximate=True)  # type: ignore[arg-type]
-        return str(_text(entry_id))
+        return str(text(entry_id))
 
     def read_stream(self, stream: str, count: int) -> list[dict[str, Any]]:
         """The newest `count` entries of a stream, newest first, with their ids."""
         entries: Any = self.redis.xrevrange(stream, count=count)
         return [
-            {"id": str(_text(i)), **{str(_text(k)): _text(v) for k, v in (f or {}).items()}}
+            {"id": str(text(i)), **{str(text(k)): text(v) for k, v in (f or {}).items()}}
             for i, f in entries or []
         ]
 
@@ -312,11 +254,11 @@ class RedisStore:
             return Reply("missing", [])
         extra = [
             self.keys.all,
-            self.keys.saga_type(str(_text(saga_type))),
-            self.keys.correlation(str(_text(corr))),
-            self.keys.definition(str(_text(digest))),
+            self.keys.saga_type(str(text(saga_type))),
+            self.keys.correlation(str(text(corr))),
+            self.keys.definition(str(text(digest))),
             self.keys.definitions,
-            str(_text(idempotency_key)) if idempotency_key else self.keys.scratch(),
+            str(text(idempotency_key)) if idempotency_key else self.keys.scratch(),
         ]
         return self._run("delete", saga_id, [], extra)
 
@@ -437,7 +379,7 @@ class RedisStore:
         for saga_id in ids:
             pipe.hgetall(self.keys.saga(saga_id))
         records = [
-            _document({_text(k): _text(v) for k, v in raw.items()})
+            document({text(k): text(v) for k, v in raw.items()})
             for raw in pipe.execute()
             if raw  # deleted between the two calls
         ]
@@ -472,7 +414,7 @@ class RedisStore:
             keys=[self.keys.correlation(corr) if corr else index, self.keys.saga(corr)],
             args=["range", low, high, offset, query.page_size, corr],
         )
-        return int(total), [str(_text(saga_id)) for saga_id in ids]
+        return int(total), [str(text(saga_id)) for saga_id in ids]
 
     def _scan(
         self, index: str, corr: str, low: str, high: str, offset: int, size: int
@@ -492,13 +434,13 @@ class RedisStore:
                 keys=keys, args=["scan", low, high, corr, which, cursor, read, LIST_CHUNK, own]
             )
             which, own = int(reply[0]), "" if reply[1] is None else str(reply[1])
-            matched = [str(_text(i)) for i in reply[2]]
+            matched = [str(text(i)) for i in reply[2]]
             fresh = [i for i in matched if i not in seen]  # read again if the cursor vanished
             ahead += len([i for i in fresh if i in matched[: int(reply[3])]])
             placed = reply[4] == 1
             seen.update(fresh)
             found += fresh
-            previous, cursor = cursor, str(_text(reply[5]))
+            previous, cursor = cursor, str(text(reply[5]))
             read, left = int(reply[6]), int(reply[7])
             ready = len(found) + (1 if own and placed else 0)
             if cursor == previous or (ready >= offset + size and read >= LIST_COUNT_LIMIT):
@@ -522,17 +464,17 @@ class RedisStore:
     def due_timers(self, limit: int) -> list[str]:
         """Timers whose time has come, oldest first."""
         due = self.redis.zrangebyscore(self.keys.timers, "-inf", self.now_ms(), 0, limit)
-        return [str(_text(member)) for member in due]
+        return [str(text(member)) for member in due]
 
     def oldest_pending(self, limit: int) -> list[str]:
         """PENDING sagas in arrival order (FIFO)."""
         ids = self.redis.zrange(self.keys.status("PENDING"), 0, limit - 1)
-        return [str(_text(i)) for i in ids]
+        return [str(text(i)) for i in ids]
 
     def finished_before(self, epoch_ms: int, limit: int) -> list[str]:
         """Sagas that reached COMPLETED or COMPENSATED before `epoch_ms`."""
         ids = self.redis.zrangebyscore(self.keys.finished, "-inf", epoch_ms, 0, limit)
-        return [str(_text(i)) for i in ids]
+        return [str(text(i)) for i in ids]
 
     def lock(self, name: str, ttl_ms: int) -> str | None:
         """Take lock `name` for `ttl_ms`; the token to release it, or None if held."""
@@ -555,7 +497,7 @@ class RedisStore:
         names = self._scripts["workers_alive"](
             keys=[self.keys.workers], args=[int(within_seconds * 1000)]
         )
-        return [_text(n) for n in names]
+        return [text(n) for n in names]
 
     def definition(self, digest: str) -> list[dict[str, Any]]:
         """The steps of the definition stored under `digest`. It is content-addressed, so a
@@ -575,7 +517,7 @@ class RedisStore:
         digest = self.redis.hget(self.keys.saga(saga_id), "def")
         if digest is None:
             raise SagaNotFound(saga_id)
-        return self.definition(str(_text(digest)))
+        return self.definition(str(text(digest)))
 
     def grant(self, reply: Reply) -> Grant:
         """Decode the `run` answer of step_begin / comp_begin."""
@@ -593,7 +535,7 @@ class RedisStore:
         raw = self.redis.hgetall(self.keys.saga(saga_id))
         if not raw:
             raise SagaNotFound(saga_id)
-        return _document({_text(k): _text(v) for k, v in raw.items()})
+        return document({text(k): text(v) for k, v in raw.items()})
 
     def history(self, saga_id: str) -> list[dict[str, Any]]:
         """The saga's transitions, oldest first (the newest `history_limit` are kept)."""
@@ -606,7 +548,7 @@ class RedisStore:
             # Compact entries (lua/lib.lua commit): [ms since created, version, event,
             # status, step or null, message if any].
             after, version, event, status, step, *message = json.loads(raw)
-            entry = {"at": _iso(int(created) + after), "event": event, "version": version}
+            entry = {"at": iso(int(created) + after), "event": event, "version": version}
             entry["status"] = status
             if step is not None:
                 entry["step"] = step
@@ -616,83 +558,11 @@ class RedisStore:
         return out
 
     def stats(self) -> dict[str, int]:
-        return {_text(k): int(v) for k, v in self.redis.hgetall(self.keys.stats).items()}
-
-
-def _document(h: dict[str, str]) -> SagaRecord:
-    n = int(h["n"])
-    steps: list[StepRecord] = []
-    for j in range(n):
-
-        def f(name: str, j: int = j) -> str:
-            return h.get(f"{j}:{name}", "")
-
-        compensation = None
-        if f("hc") == "1":
-            compensation = {
-                "status": f("cst"),
-                "attempts": int(f("catt") or 0),
-                "error": f("cerr") or None,
-            }
-        steps.append(
-            {
-                "name": f("name"),
-                "status": f("st"),
-                "attempts": int(f("att") or 0),
-                "started_at": _iso(f("t0")),
-                "finished_at": _iso(f("t1")),
-                "output": json.loads(f("out")) if f("out") else None,
-                "error": f("err") or None,
-                "uncertain": f("unc") == "1",
-                "compensation": compensation,  # type: ignore[typeddict-item]
-            }
-        )
-    cur = int(h.get("cur") or -1)
-    return {
-        "saga_id": h["id"],
-        "saga_type": h["type"],
-        "status": h["status"],
-        "version": int(h["ver"]),
-        "correlation_id": h["corr"],
-        "payload": json.loads(h["payload"]),
-        "current_step": steps[cur]["name"] if 0 <= cur < n else None,
-        "created_at": _iso(h["created"]) or "",
-        "updated_at": _iso(h["updated"]) or "",
-        "deadline_at": _iso(h["deadline"]) or "",
-        "finished_at": _iso(h.get("finished", "")),
-        "failure": json.loads(h["failure"]) if h.get("failure") else None,
-        "compensation_failure": json.loads(h["cfailure"]) if h.get("cfailure") else None,
-        "steps": steps,
-    }
-
-
-def _iso(ms: str | int | None) -> str | None:
-    if ms in (None, ""):
-        return None
-    stamp = datetime.fromtimestamp(int(ms) / 1000, UTC)
-    return stamp.isoformat(timespec="milliseconds").replace("+00:00", "Z")
-
-
-def _text(value: Any) -> Any:
-    return value.decode() if isinstance(value, bytes) else value
+        return {text(k): int(v) for k, v in self.redis.hgetall(self.keys.stats).items()}
 
 
 def _flag(value: bool) -> str:
     return "1" if value else "0"
-
-
-def dumps(value: Any) -> str:
-    """Compact JSON, as stored."""
-    return json.dumps(value, separators=(",", ":"))
-
-
-def encode_output(output: Any, limit: int) -> str:
-    """A step's output as stored JSON; one larger than `limit` bytes (SAGA_MAX_OUTPUT_BYTES)
-    is replaced by a stub saying so (the step did take effect, so it still completes)."""
-    encoded = dumps(output)
-    if len(encoded) > limit:
-        encoded = dumps({"truncated": True, "size_bytes": len(encoded)})
-    return encoded
 
 
 def new_call_id() -> str:

@@ -17,8 +17,9 @@ import redis
 
 import sagas.store as store_module
 from sagas.definition import SagaDefinition, parse_definition
+from sagas.records import dumps
 from sagas.settings import Settings
-from sagas.store import ListQuery, RedisStore, dumps
+from sagas.store import ListQuery, RedisStore
 from tests.faultproxy import FaultProxy
 
 SETTINGS = Settings(services={"svc": "http://127.0.0.1:9"})
@@ -461,9 +462,11 @@ def test_a_transition_refused_for_memory_changes_nothing(tmp_path: Any) -> None:
         proc.wait(10)
 
 
-def test_a_saga_is_counted_once_in_finished(store: RedisStore) -> None:
+def test_a_saga_is_counted_once_in_finished(redis_url: str, prefix: str) -> None:
     """A COMPLETED saga compensated later counts once in `finished` (as COMPLETED) and once
     in `refinished` (as COMPENSATED): finished sagas never outnumber started ones."""
+    client = redis.Redis.from_url(redis_url, decode_responses=True)
+    store = RedisStore(client, f"{prefix}counted-{uuid.uuid4().hex[:6]}:")
     saga_id = new_saga(store, steps=1)
     assert store.step_begin(saga_id, 0, "L").code == "run"
     assert store.step_complete(saga_id, 0, "L", 1, "{}").code == "saga_completed"

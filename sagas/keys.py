@@ -1,0 +1,67 @@
+"""Every key name of the Redis store, in one place (docs/design.md, "What Redis holds")."""
+
+from __future__ import annotations
+
+import hashlib
+import uuid
+
+from sagas.model import SagaStatus
+
+
+class Keys:
+    """Every key name of the store, in one place."""
+
+    def __init__(self, prefix: str) -> None:
+        self.prefix = prefix
+        self.timers = f"{prefix}timers"
+        self.stats = f"{prefix}stats"
+        self.finished = f"{prefix}finished"
+        self.all = f"{prefix}idx:all"
+        self.workers = f"{prefix}workers"
+        self.definitions = f"{prefix}defs"  # digest -> how many sagas use the definition
+        self.events = f"{prefix}stream:events"  # incoming: replies and triggers
+        self.commands = f"{prefix}stream:commands"  # outgoing: event steps' commands
+        self.unmatched = f"{prefix}stream:unmatched"  # events no saga awaited
+        self.dead = f"{prefix}stream:dead"  # events that failed too often (poison)
+
+    def saga(self, saga_id: str) -> str:
+        return f"{self.prefix}{{{saga_id}}}"
+
+    def history(self, saga_id: str) -> str:
+        return f"{self.prefix}{{{saga_id}}}:history"
+
+    def status(self, status: str) -> str:
+        return f"{self.prefix}idx:status:{status}"
+
+    def saga_type(self, saga_type: str) -> str:
+        return f"{self.prefix}idx:type:{saga_type}"
+
+    def type_status(self, saga_type: str, status: str) -> str:
+        """Sagas of one type in one status; lua/lib.lua derives the same name."""
+        return f"{self.prefix}idx:ts:{saga_type}:{status}"
+
+    def correlation(self, correlation_id: str) -> str:
+        """Sagas given this correlation id (not those whose id stands in for one)."""
+        return f"{self.prefix}idx:corr:{correlation_id}"
+
+    def definition(self, digest: str) -> str:
+        return f"{self.prefix}def:{digest}"
+
+    def idempotency(self, scope: str, key: str) -> str:
+        """Idempotency-Key `key` of client `scope` (both hashed: no secret is stored)."""
+        digest = hashlib.sha256(f"{scope}\0{key}".encode()).hexdigest()[:32]
+        return f"{self.prefix}idem:{digest}"
+
+    def scratch(self) -> str:
+        return f"{self.prefix}tmp:{uuid.uuid4().hex}"
+
+    def transition(self, saga_id: str) -> list[str]:
+        """KEYS[1..11] shared by every transition script (documented in lua/lib.lua)."""
+        return [
+            self.saga(saga_id),
+            self.history(saga_id),
+            self.timers,
+            self.stats,
+            *(self.status(s) for s in SagaStatus),
+            self.finished,
+        ]
