@@ -1,4 +1,5 @@
-"""The Redis state store: key names, Lua transitions and reading saga documents.
+"""The Redis state store: Lua transitions and reads (key names: `sagas.keys`; encoding and
+documents: `sagas.records`).
 
 One saga is a hash `<prefix>{<id>}` and a history list `<prefix>{<id>}:history` (one hash
 tag, one Cluster slot). Its definition is stored once for every saga that shares it, under
@@ -9,7 +10,8 @@ scored by creation epoch ms), `timers` (saga, step and compensation deadlines), 
 is repacked without what only a running saga needs (docs/performance.md).
 Every transition is one Lua script (see `sagas/lua/`): it checks the saga's status, the step's
 status and the step's fence (lease + attempt), writes, bumps the saga version, appends the
-history and updates indexes and counters atomically, using Redis's clock.
+history and updates indexes and counters atomically, using Redis's clock. Every call carries
+a call id, so that a resent call is answered without acting twice (lua/lib.lua).
 """
 
 from __future__ import annotations
