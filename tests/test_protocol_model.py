@@ -381,6 +381,18 @@ class SagaProtocol(RuleBasedStateMachine):
         ex = self._pick(data, self._runnable("step"))
         self._dispatch_steps(list(ex.chain))
 
+    @precondition(lambda self: [e for e in self._runnable("step") if not e.alive])
+    @rule(data=st.data())
+    def step_runs_through(self, data: st.DataObject) -> None:
+        """The common case in one rule (so that longer stories fit in an example): an
+        execution begins, its call takes effect (or its command goes out) and it reports."""
+        ex = self._pick(data, [e for e in self._runnable("step") if not e.alive])
+        self.step_begins([e for e in self._runnable("step") if not e.alive].index(ex), False)
+        if ex in self.execs and ex.alive:
+            self.service_acts([e for e in self._runnable("step") if e.alive].index(ex))
+            ready = [e for e in self._runnable("step") if e.alive and e.acted]
+            self.step_reports_success(ready.index(ex), False)
+
     # --- compensation executions -------------------------------------------------------
     def _check_comp_may_begin(self, ex: Execution) -> None:
         """No compensation begins before its step's attempt has ended."""
@@ -465,6 +477,17 @@ class SagaProtocol(RuleBasedStateMachine):
         if lose:  # the consumer died before acknowledging: the entry is applied again
             reply = self.store.event(self.saga_id, event_type, '{"id":"e"}', event_id, name)
         self._follow_event(reply)
+
+    @precondition(lambda self: [e for e in self._runnable("comp") if not e.alive])
+    @rule(data=st.data())
+    def compensation_runs_through(self, data: st.DataObject) -> None:
+        """A compensation execution begins, undoes, and reports success, in one rule."""
+        ex = self._pick(data, [e for e in self._runnable("comp") if not e.alive])
+        self.comp_begins([e for e in self._runnable("comp") if not e.alive].index(ex), False)
+        if ex in self.execs and ex.alive:
+            alive = [e for e in self._runnable("comp") if e.alive]
+            self.undo_acts(alive.index(ex))
+            self.comp_reports(alive.index(ex), "done", False)
 
     @precondition(lambda self: self.world.replies_sent)
     @rule(data=st.data(), named=st.booleans())
