@@ -58,7 +58,7 @@ settings.register_profile(
 )
 settings.register_profile(
     "long",
-    max_examples=int(os.environ.get("SAGA_MODEL_EXAMPLES", "3000")),
+    max_examples=int(os.environ.get("SAGA_MODEL_EXAMPLES", "1000")),
     stateful_step_count=60,
     deadline=None,
     suppress_health_check=[HealthCheck.too_slow, HealthCheck.filter_too_much],
