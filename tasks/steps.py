@@ -17,7 +17,7 @@ from celery import Task, shared_task
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
-from sagas.engine import Continue, Outcome, Retry
+from sagas.execution import Continue, Outcome, Retry
 from sagas.errors import CompensationFailed, StepFailed, StoreUnreachable
 from tasks.runtime import engine
 
