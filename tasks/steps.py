@@ -17,8 +17,8 @@ from celery import Task, shared_task
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
-from sagas.execution import Continue, Outcome, Retry
 from sagas.errors import CompensationFailed, StepFailed, StoreUnreachable
+from sagas.execution import Continue, Outcome, Retry
 from tasks.runtime import engine
 
 # default_retry_delay is what `task_retry_on_worker_lost` waits after a killed worker before
