@@ -31,7 +31,7 @@ from bench.run import ROOT
 from sagas.definition import parse_definition
 from sagas.registry import load_task_modules
 from sagas.settings import Settings
-from sagas.store import RedisStore, Reply
+from sagas.store import RedisStore, Reply, new_call_id
 from tests.conftest import free_port, start_redis_server
 
 KEY = "bench-key"
@@ -49,10 +49,15 @@ class PipelinedStore(RedisStore):
         self.pipe = client.pipeline(transaction=False)
 
     def _run(
-        self, name: str, saga_id: str, args: Sequence[Any], extra_keys: Sequence[str] = ()
+        self,
+        name: str,
+        saga_id: str,
+        args: Sequence[Any],
+        extra_keys: Sequence[str] = (),
+        call: str | None = None,
     ) -> Reply:
         keys = [*self.keys.transition(saga_id), *extra_keys]
-        self._scripts[name](keys=keys, args=list(args), client=self.pipe)
+        self._scripts[name](keys=keys, args=[*args, call or new_call_id()], client=self.pipe)
         return Reply("queued", [])
 
     def execute(self) -> list[str]:
