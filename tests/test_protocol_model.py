@@ -42,10 +42,12 @@ from sagas.store import RedisStore, Reply, connect, new_call_id
 
 SETTINGS = Settings(services={"svc": "http://127.0.0.1:9"})
 REDRIVE_MS = 1000
-STEP_TIMEOUT_MS = 3000
-COMP_TIMEOUT_MS = 4000
-SAGA_TIMEOUT_MS = 8000
-GRACE_MS = 1000  # an execution's hard time limit: its timeout + this (Celery kills it then)
+STEP_TIMEOUT_MS = 2500
+COMP_TIMEOUT_MS = 3000
+# The saga's deadline, drawn per example: close to a step's (it often passes while an attempt
+# is in flight), or far (sagas complete).
+SAGA_TIMEOUTS_MS = (2600, 4000, 9000)
+GRACE_MS = 500  # an execution's hard time limit: its timeout + this (Celery kills it then)
 FINAL = ("COMPLETED", "COMPENSATED")
 STATUSES = ("PENDING", "RUNNING", "COMPLETED", "COMPENSATING", "COMPENSATED", "COMPENSATION_FAILED")
 
@@ -143,8 +145,15 @@ class SagaProtocol(RuleBasedStateMachine):
         kinds=st.lists(st.sampled_from(["http", "event"]), min_size=2, max_size=3),
         undo=st.lists(st.booleans(), min_size=3, max_size=3),
         attempts=st.lists(st.integers(1, 3), min_size=3, max_size=3),
+        saga_timeout_ms=st.sampled_from(SAGA_TIMEOUTS_MS),
     )
-    def create(self, kinds: list[str], undo: list[bool], attempts: list[int]) -> None:
+    def create(
+        self,
+        kinds: list[str],
+        undo: list[bool],
+        attempts: list[int],
+        saga_timeout_ms: int = SAGA_TIMEOUTS_MS[-1],
+    ) -> None:
         steps = []
         for i, kind in enumerate(kinds):
             if kind == "http":
@@ -166,7 +175,7 @@ class SagaProtocol(RuleBasedStateMachine):
         self.kinds, self.has_undo = kinds, undo[: len(kinds)]
         self.n = len(kinds)
         definition = parse_definition(
-            {"saga_type": "model", "timeout_seconds": SAGA_TIMEOUT_MS / 1000, "steps": steps},
+            {"saga_type": "model", "timeout_seconds": saga_timeout_ms / 1000, "steps": steps},
             SETTINGS,
         )
         self.saga_id = str(uuid.uuid4())
@@ -489,6 +498,16 @@ class SagaProtocol(RuleBasedStateMachine):
             self.undo_acts(alive.index(ex))
             self.comp_reports(alive.index(ex), "done", False)
 
+    @precondition(lambda self: self._waiting_steps())
+    @rule(data=st.data(), named=st.booleans())
+    def event_round_trip(self, data: st.DataObject, named: bool) -> None:
+        """A waiting step's service acts on its command and answers success (one rule)."""
+        self._deliver_reply(self._pick(data, self._waiting_steps()), "success", named, False)
+
+    def _waiting_steps(self) -> list[int]:
+        saga = self._saga()
+        return [i for i in sorted(self.world.commands_out) if saga.get(f"{i}:st") == "WAITING"]
+
     @precondition(lambda self: self.world.replies_sent)
     @rule(data=st.data(), named=st.booleans())
     def resend_reply(self, data: st.DataObject, named: bool) -> None:
@@ -528,7 +547,7 @@ class SagaProtocol(RuleBasedStateMachine):
             self.execs.clear()
 
     # --- time and the sweep ------------------------------------------------------------
-    @rule(ms=st.sampled_from([0, 300, 1100, 2500, 4500]))
+    @rule(ms=st.sampled_from([0, 100, 400, 1100, 2600]))
     def time_passes_and_the_sweep_runs(self, ms: int) -> None:
         """The clock moves; Celery kills executions past their hard time limit (their errback
         records an uncertain failure); then the sweep acts on every due timer."""
