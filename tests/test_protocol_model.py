@@ -552,6 +552,30 @@ class SagaProtocol(RuleBasedStateMachine):
         """The clock moves; Celery kills executions past their hard time limit (their errback
         records an uncertain failure); then the sweep acts on every due timer."""
         self.client.incrby(self.clock, ms)
+        self._sweep()
+
+    @precondition(lambda self: self._next_moment() is not None)
+    @rule()
+    def time_jumps_to_the_next_moment(self) -> None:
+        """The clock jumps to the next moment something is due (a timer, or an execution's
+        hard time limit), where orderings of deadlines are decided; then the sweep runs."""
+        moment = self._next_moment()
+        assert moment is not None
+        self.client.set(self.clock, max(moment, self._now()))
+        self._sweep()
+
+    def _next_moment(self) -> int | None:
+        if not hasattr(self, "saga_id"):
+            return None
+        mine = [
+            int(score)
+            for member, score in self.client.zrange(self.store.keys.timers, 0, -1, withscores=True)
+            if f"|{self.saga_id}" in member
+        ]
+        mine += [e.bound_at for e in self.execs if e.alive]
+        return min(mine) if mine else None
+
+    def _sweep(self) -> None:
         now = self._now()
         for ex in list(self.execs):
             if ex.alive and now >= ex.bound_at:
@@ -687,4 +711,24 @@ def test_counterexample_killed_mid_call_then_compensated() -> None:
         ("comp_begins", {"data": 0, "lose": False}),
         ("undo_acts", {"data": 0}),
         ("comp_reports", {"data": 0, "outcome": "done", "lose": False}),
+    )
+
+
+def test_counterexample_resent_reply_taken_by_a_later_step() -> None:
+    """Break 5: a resent reply to step 0, naming no step, arrives while step 1 (awaiting the
+    same type) has not sent its command; it must not be kept for step 1 and complete it."""
+    replay(
+        (
+            "create",
+            {
+                "kinds": ["event", "event"],
+                "undo": [False, False, False],
+                "attempts": [1, 1, 1],
+                "saga_timeout_ms": 2600,
+            },
+        ),
+        ("step_runs_through", {"data": 0}),
+        ("reply_event", {"data": 0, "outcome": "success", "named": True, "lose": False}),
+        ("resend_reply", {"data": 0, "named": False}),
+        ("step_runs_through", {"data": 0}),
     )
