@@ -45,7 +45,7 @@ chaos: install redis-server
 	$(BIN)/python -m pytest -m chaos -s $(PYTEST_ARGS)
 
 # The model-based stateful test of the protocol with many examples (SAGA_MODEL_EXAMPLES,
-# default 1000, about 7 minutes on 2 cores); `make test` runs a short profile of it.
+# default 1000, about 3 minutes on 2 cores); `make test` runs a short profile of it.
 verify: install redis-server
 	SAGA_MODEL_PROFILE=long $(BIN)/python -m pytest tests/test_protocol_model.py --timeout 0 \
 	  -p no:cacheprovider --hypothesis-show-statistics $(PYTEST_ARGS)
