@@ -291,7 +291,7 @@ local function fence(j, now, event, message)
   set_status('COMPENSATING')
   clear_timer('saga')
   clear_timer('next')
-  set_step_timer('step', j, math.max(now, tonumber(sget(j, 'ab') or '0')))
+  set_step_timer('step', j, math.max(now, tonumber(sget(j, 'ab') or sget(j, 'dl'))))
   commit(now, event, j, message)
   return {'deferred'}
 end

@@ -71,7 +71,8 @@ if kind == 'step' then
     return fail_step(index, now, '1', 'timeout', 'the step deadline passed without a reply')
   end
   if attempt_open(index) then
-    local ab = tonumber(sget(index, 'ab'))
+    -- (A saga whose attempt began before attempts had bounds: its deadline stands in.)
+    local ab = tonumber(sget(index, 'ab') or sget(index, 'dl'))
     if status == 'RUNNING' then
       if now < dl then
         set_step_timer('step', index, dl)
