@@ -91,6 +91,26 @@ def _unbind_log_context(task_id: str, **_: Any) -> None:
         pop(token)
 
 
+# Pools that enforce a task's hard time limit (Celery kills the execution past it).
+TIME_LIMIT_POOLS = ("prefork", "gevent")
+
+
+@signals.celeryd_after_setup.connect
+def _warn_without_time_limits(sender: Any, instance: Any, **_: Any) -> None:
+    """The attempt bounds the store counts on are Celery hard time limits; say so loudly
+    when this worker's pool does not enforce them (docs/reliability.md)."""
+    pool = instance.pool_cls
+    name = getattr(pool, "__module__", "") if isinstance(pool, type) else str(pool)
+    if not any(kind in name for kind in (*TIME_LIMIT_POOLS, "processes", "asynpool")):
+        logging.getLogger("tasks.runtime").warning(
+            "this worker's pool (%s) does not enforce hard time limits: an attempt that "
+            "ignores its deadline is not killed, so a deadline cannot prove it has ended "
+            "(HTTP steps keep their deadline; registered tasks must). Use the prefork pool "
+            "for the full guarantee.",
+            name or pool,
+        )
+
+
 @signals.heartbeat_sent.connect
 def _record_heartbeat(sender: Any, **_: Any) -> None:
     """Every worker heartbeat (2 s) lands in Redis, where `GET /health/` reads it."""

@@ -403,3 +403,27 @@ def test_break_5_a_reply_that_names_no_step_is_refused_when_several_could_match(
     refused = [e for e in engine.events.unmatched(100) if e.get("saga_id") == sid]
     assert "ambiguous" in refused[0]["outcome"]
     engine.compensate(sid, "done testing")
+
+
+def test_a_worker_whose_pool_cannot_kill_an_attempt_says_so(
+    service_env: dict[str, str], worker: Worker, tmp_path: Path
+) -> None:
+    """Attempt bounds are Celery hard time limits: a solo worker warns at start that its pool
+    does not enforce them; the prefork worker of this run does not warn."""
+    from tests.conftest import ROOT, worker_command
+
+    log = tmp_path / "solo.log"
+    env = {**os.environ, **service_env, "PYTHONPATH": str(ROOT)}
+    argv = worker_command(f"{service_env['SAGA_QUEUE']}-solo", pool="solo", concurrency=1)
+    with log.open("wb") as out:
+        proc = subprocess.Popen(argv, cwd=ROOT, env=env, stdout=out, stderr=subprocess.STDOUT)
+    try:
+        deadline = time.time() + 30
+        while b"ready." not in log.read_bytes():
+            assert time.time() < deadline and proc.poll() is None, log.read_text()[-2000:]
+            time.sleep(0.1)
+    finally:
+        proc.terminate()
+        proc.wait(20)
+    assert "does not enforce hard time limits" in log.read_text()
+    assert "does not enforce hard time limits" not in worker.log_path.read_text()
