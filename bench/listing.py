@@ -20,7 +20,6 @@ import sys
 import tempfile
 import time
 import uuid
-from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -31,7 +30,7 @@ from bench.run import ROOT
 from sagas.definition import parse_definition
 from sagas.registry import load_task_modules
 from sagas.settings import Settings
-from sagas.store import RedisStore, Reply, new_call_id
+from sagas.store import RedisStore
 from tests.conftest import free_port, start_redis_server
 
 KEY = "bench-key"
@@ -48,17 +47,9 @@ class PipelinedStore(RedisStore):
         super().__init__(client, prefix, max_running=10**9)
         self.pipe = client.pipeline(transaction=False)
 
-    def _run(
-        self,
-        name: str,
-        saga_id: str,
-        args: Sequence[Any],
-        extra_keys: Sequence[str] = (),
-        call: str | None = None,
-    ) -> Reply:
-        keys = [*self.keys.transition(saga_id), *extra_keys]
-        self._scripts[name](keys=keys, args=[*args, call or new_call_id()], client=self.pipe)
-        return Reply("queued", [])
+    def _invoke(self, name: str, keys: list[str], args: list[Any]) -> Any:
+        self._scripts[name](keys=keys, args=args, client=self.pipe)
+        return ["queued"]
 
     def execute(self) -> list[str]:
         return [str(answer[0]) for answer in self.pipe.execute()]

@@ -170,8 +170,12 @@ class RedisStore:
         """Run transition `name`. `call` identifies the call: the same id again (a resend
         after a lost reply) gets the first call's reply and changes nothing (lib.lua)."""
         keys = [*self.keys.transition(saga_id), *extra_keys]
-        raw = self._scripts[name](keys=keys, args=[*args, call or new_call_id()])
+        raw = self._invoke(name, keys, [*args, call or new_call_id()])
         return Reply(text(raw[0]), [None if v is None else str(text(v)) for v in raw[1:]])
+
+    def _invoke(self, name: str, keys: list[str], args: list[Any]) -> Any:
+        """Run script `name` (a subclass may queue it on a pipeline instead)."""
+        return self._scripts[name](keys=keys, args=args)
 
     # --- transitions -------------------------------------------------------------------
     def create(
@@ -276,8 +280,7 @@ class RedisStore:
         `bound_ms` from now (its hard time limit); see lua/step_begin.lua. The same `call`
         again is the same claim (same attempt), e.g. carried over a retry by an execution
         that never got the answer."""
-        call = call or new_call_id()
-        return self._run("step_begin", saga_id, [index, lease, bound_ms, call], call=call)
+        return self._run("step_begin", saga_id, [index, lease, bound_ms], call=call)
 
     def step_retry(
         self,
@@ -307,8 +310,7 @@ class RedisStore:
     ) -> Reply:
         """Record success (`output_json` already encoded); only the execution holding the
         step's fence is accepted, once."""
-        call = call or new_call_id()
-        args = [index, lease, attempt, output_json, call]
+        args = [index, lease, attempt, output_json]
         return self._run("step_complete", saga_id, args, call=call)
 
     def step_fail(
@@ -343,8 +345,7 @@ class RedisStore:
     ) -> Reply:
         """Claim an attempt of step `index`'s compensation (the same `call` again: the same
         attempt); see lua/comp_begin.lua."""
-        call = call or new_call_id()
-        return self._run("comp_begin", saga_id, [index, lease, timeout_ms, call], call=call)
+        return self._run("comp_begin", saga_id, [index, lease, timeout_ms], call=call)
 
     def comp_retry(
         self,
@@ -364,8 +365,7 @@ class RedisStore:
         self, saga_id: str, index: int, lease: str, attempt: int, call: str | None = None
     ) -> Reply:
         """Record a successful compensation (`next`, `saga_compensated`, `duplicate`, `stale`)."""
-        call = call or new_call_id()
-        return self._run("comp_complete", saga_id, [index, lease, attempt, call], call=call)
+        return self._run("comp_complete", saga_id, [index, lease, attempt], call=call)
 
     def comp_fail(
         self, saga_id: str, index: int, lease: str, error: str, call: str | None = None

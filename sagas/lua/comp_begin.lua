@@ -1,6 +1,6 @@
 -- An execution of step i's compensation wants to make an attempt.
 -- ARGV[1] step index, ARGV[2] lease (Celery task id), ARGV[3] compensation timeout ms,
--- ARGV[4] this call's id (the same id again = the same call: the same attempt is granted)
+-- The call's id (CALL, lib.lua): the same id again is the same call, granted the same attempt.
 -- Returns {"run", attempt, remaining ms, payload, def, corr, type, out0..out(i)},
 -- {"done"} (already compensated or nothing to undo: the chain continues), {"expired"},
 -- {"busy"}, or {"stop"} (the saga is not compensating).
@@ -17,7 +17,7 @@ local att = tonumber(sget(i, 'catt') or '0') + 1
 if cst == 'PENDING' then
   local dl = now + tonumber(ARGV[3])
   sset(i, 'cst', 'COMPENSATING', 'st', 'COMPENSATING', 'clease', ARGV[2], 'catt', att, 'cdl', dl,
-    'cbc', ARGV[4])
+    'cbc', CALL)
   set_step_timer('comp', i, dl)
   clear_timer('cnext')
   commit(now, 'compensation_step_started', i)
@@ -25,10 +25,10 @@ if cst == 'PENDING' then
 end
 local dl = tonumber(sget(i, 'cdl'))
 if now >= dl then return {'expired'} end
-if sget(i, 'clease') == ARGV[2] and sget(i, 'cbc') == ARGV[4] then
+if sget(i, 'clease') == ARGV[2] and sget(i, 'cbc') == CALL then
   return with_context({'run', att - 1, dl - now}, i)  -- our own call again: the same attempt
 end
-sset(i, 'catt', att, 'clease', ARGV[2], 'cbc', ARGV[4])
+sset(i, 'catt', att, 'clease', ARGV[2], 'cbc', CALL)
 set_step_timer('comp', i, dl)
 commit(now, 'compensation_attempt', i)
 return with_context({'run', att, dl - now}, i)

@@ -1,17 +1,18 @@
 -- Record a successful compensation of step i.
--- ARGV[1] step index, ARGV[2] lease, ARGV[3] attempt, ARGV[4] call id (see step_complete)
+-- ARGV[1] step index, ARGV[2] lease, ARGV[3] attempt, the call's id is CALL (lib.lua;
+-- see step_complete)
 -- Returns {"next"}, {"saga_compensated"}, {"duplicate"} or {"stale"}.
 local i = tonumber(ARGV[1])
 local cst = sget(i, 'cst')
 if cst == 'COMPENSATED' then
-  if sget(i, 'ccid') == ARGV[4] then return {'next'} end
+  if sget(i, 'ccid') == CALL then return {'next'} end
   return {'duplicate'}
 end
 if cst ~= 'COMPENSATING' or sget(i, 'clease') ~= ARGV[2] or sget(i, 'catt') ~= ARGV[3] then
   return {'stale'}
 end
 local now = now_ms()
-sset(i, 'cst', 'COMPENSATED', 'st', 'COMPENSATED', 'cerr', '', 'ct1', now, 'ccid', ARGV[4])
+sset(i, 'cst', 'COMPENSATED', 'st', 'COMPENSATED', 'cerr', '', 'ct1', now, 'ccid', CALL)
 clear_step_timer('comp', i)
 stat('compensations|completed')
 local n = tonumber(get('n'))

@@ -1,7 +1,7 @@
 -- An execution of step i wants to make an attempt.
 -- ARGV[1] step index, ARGV[2] lease (the Celery task id), ARGV[3] the execution's bound in ms
--- (its Celery hard time limit: by now + this it has provably ended), ARGV[4] this call's id
--- (the same id again = the same call: its reply was lost, or the execution carried it over a
+-- (its Celery hard time limit: by now + this it has provably ended). The call's id (CALL,
+-- lib.lua) also fences the attempt: the same id again = the same call: its reply was lost, or the execution carried it over a
 -- retry without having called anything; it gets the same attempt, not a new one)
 -- Returns one of:
 --   {"run", attempt, remaining ms, payload, def, corr, type, out0..out(i-1)}  go ahead
@@ -31,7 +31,7 @@ if st == 'PENDING' then
   if status ~= 'RUNNING' or (i > 0 and sget(i - 1, 'st') ~= 'COMPLETED') then return {'stop'} end
   local dl = now + tonumber(sget(i, 'to'))
   sset(i, 'st', 'RUNNING', 'lease', ARGV[2], 'att', 1, 't0', now, 'dl', dl, 'unc', '0', 'fatt', 0,
-    'bc', ARGV[4], 'ab', bound)
+    'bc', CALL, 'ab', bound)
   redis.call('HSET', SAGA, 'cur', i)
   set_step_timer('step', i, dl)
   clear_timer('next')
@@ -40,7 +40,7 @@ if st == 'PENDING' then
 end
 -- RUNNING under our lease (a Celery retry, a redelivery after a lost worker, our own call
 -- repeated) or a free one (a re-drive by the sweep).
-local same = lease == ARGV[2] and sget(i, 'bc') == ARGV[4]
+local same = lease == ARGV[2] and sget(i, 'bc') == CALL
 local att = tonumber(sget(i, 'att'))
 local dl = tonumber(sget(i, 'dl'))
 -- An open attempt that is not this very call vanished mid-way (its execution is gone: we
@@ -60,7 +60,7 @@ end
 if att >= tonumber(sget(i, 'ma')) then
   return fail_step(i, now, unc, 'error', 'no attempts left after lost executions')
 end
-sset(i, 'att', att + 1, 'lease', ARGV[2], 'bc', ARGV[4], 'ab', bound)
+sset(i, 'att', att + 1, 'lease', ARGV[2], 'bc', CALL, 'ab', bound)
 set_step_timer('step', i, dl)
 commit(now, 'step_attempt', i)
 return with_context({'run', att + 1, dl - now}, i - 1)

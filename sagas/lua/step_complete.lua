@@ -1,5 +1,6 @@
 -- Record a step's success.
--- ARGV[1] step index, ARGV[2] lease, ARGV[3] attempt, ARGV[4] output JSON, ARGV[5] call id
+-- ARGV[1] step index, ARGV[2] lease, ARGV[3] attempt, ARGV[4] output JSON; the call's id
+-- is CALL (lib.lua)
 -- (unique per call: a resend of the same call, after a lost reply, gets the first answer;
 -- a second delivery of the result is a duplicate)
 -- Returns {"next"} (the chain continues), {"saga_completed"}, {"compensate", i...} (the saga
@@ -10,7 +11,7 @@ local i = tonumber(ARGV[1])
 local st = sget(i, 'st')
 local status = get('status')
 if st == 'COMPLETED' then
-  if sget(i, 'cid') == ARGV[5] then
+  if sget(i, 'cid') == CALL then
     if status == 'RUNNING' then return {'next'} end
     if status == 'COMPLETED' and i == tonumber(get('n')) - 1 then return {'saga_completed'} end
   end
@@ -20,7 +21,7 @@ if st ~= 'RUNNING' or sget(i, 'lease') ~= ARGV[2] or sget(i, 'att') ~= ARGV[3] t
   return {'stale', st or ''}
 end
 local now = now_ms()
-sset(i, 'st', 'COMPLETED', 'out', ARGV[4], 't1', now, 'err', '', 'unc', '0', 'cid', ARGV[5])
+sset(i, 'st', 'COMPLETED', 'out', ARGV[4], 't1', now, 'err', '', 'unc', '0', 'cid', CALL)
 clear_step_timer('step', i)
 stat('steps|completed')
 local n = tonumber(get('n'))
