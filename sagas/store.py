@@ -575,8 +575,9 @@ def new_call_id() -> str:
 def _transition(lib: str, name: str) -> str:
     """A transition script: lib.lua, then the script's body as a function, so that a resent
     call is answered from the saga's memory of it (lib.lua `remembered`/`remember`). The
-    `#!lua` line makes Redis refuse the whole script up front when it is out of memory
-    (noeviction), rather than let it stop between two of its writes."""
+    `#!lua` line makes Redis check memory (noeviction) before the script runs and refuse it
+    whole, as it refuses a plain write; the test of that does not depend on the flag (Redis
+    also keeps a script that has begun writing from stopping half-way)."""
     return (
         f"#!lua\n{lib}\nlocal function body()\n{_read(name)}\nend\n"
         "local again = remembered()\n"
