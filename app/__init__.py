@@ -77,9 +77,9 @@ def register_extensions(app: Flask) -> None:
 
 
 def register_blueprints(app: Flask) -> None:
-    from app.blueprints import events, health, metrics, sagas, workflows
+    from app.blueprints import events, health, metrics, repairs, sagas, workflows
 
-    for module in (health, sagas, workflows, events, metrics):
+    for module in (health, sagas, repairs, workflows, events, metrics):
         api.register_blueprint(module.blp)
 
 

@@ -14,6 +14,7 @@ from sagas.errors import (
     IdempotencyConflict,
     InvalidTransition,
     SagaNotFound,
+    UnknownStep,
     UnknownWorkflow,
     ValidationFailed,
 )
@@ -73,6 +74,10 @@ def register_error_handlers(app: Flask) -> None:
 
     @app.errorhandler(SagaNotFound)
     def not_found(exc: SagaNotFound) -> ResponseReturnValue:
+        return _error(404, str(exc))
+
+    @app.errorhandler(UnknownStep)
+    def unknown_step(exc: UnknownStep) -> ResponseReturnValue:
         return _error(404, str(exc))
 
     @app.errorhandler(UnknownWorkflow)

@@ -15,7 +15,7 @@ STEP_STATUSES = [s.value for s in StepStatus]
 
 class FailureSchema(Schema):
     step = fields.String(allow_none=True, metadata={"description": "the step, or null"})
-    reason = fields.String(validate=validate.OneOf(["error", "timeout", "manual"]))
+    reason = fields.String(validate=validate.OneOf(["error", "timeout", "manual", "cancelled"]))
     message = fields.String()
 
 
@@ -28,6 +28,9 @@ class CompensationSchema(Schema):
     )
     attempts = fields.Integer()
     error = fields.String(allow_none=True)
+    resolved_by_hand = fields.Boolean(
+        metadata={"description": "a person undid it outside and said so (POST .../resolve)"}
+    )
 
 
 class StepSchema(Schema):
@@ -40,6 +43,9 @@ class StepSchema(Schema):
     error = fields.String(allow_none=True)
     uncertain = fields.Boolean(
         metadata={"description": "an attempt may have taken effect without a success seen"}
+    )
+    retry_pending = fields.Boolean(
+        metadata={"description": "waiting out a retry countdown (POST .../retry: now)"}
     )
     compensation = fields.Nested(
         CompensationSchema,
@@ -67,6 +73,12 @@ class SagaSchema(Schema):
         metadata={"description": "the undo that could not be done (COMPENSATION_FAILED)"},
     )
     steps = fields.List(fields.Nested(StepSchema))
+    rerun_of = fields.String(
+        allow_none=True, metadata={"description": "the saga this one runs again, or null"}
+    )
+    reruns = fields.List(
+        fields.String(), metadata={"description": "the sagas that ran this one again"}
+    )
 
 
 class StartHeadersSchema(Schema):

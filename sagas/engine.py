@@ -3,7 +3,9 @@
 The engine is handed a `Dispatcher` that enqueues chains of step or compensation executions
 (Celery in production, see `tasks/`); each execution runs through `engine.executions`
 (`sagas/execution.py`). Every task gets a hard time limit (`time_limits`): the store counts
-on it to know when an attempt in flight has provably ended, before anything is undone.
+on it to know when an attempt in flight has provably ended, before anything is undone, and
+a name a person reads (`names`: `<saga type>/<step>`, `... (undo)`), which Flower and the
+worker's log lines show.
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ from sagas.events import EventBus
 from sagas.execution import Continue, Executions, Outcome, Retry, Stop
 from sagas.log import bound
 from sagas.model import SagaRecord, SagaStatus
+from sagas.repair import Repairs
 from sagas.settings import Settings
 from sagas.store import Idempotency, ListQuery, RedisStore, Reply
 
@@ -31,7 +34,8 @@ log = logging.getLogger("sagas.engine")
 class Dispatcher(Protocol):
     """Enqueues executions. Both calls are fire-and-forget; order within a call is kept.
     Each execution is killed after its time limit (seconds): `time_limits[k]` for
-    `indexes[k]`, `time_limit` for every compensation."""
+    `indexes[k]`, `time_limit` for every compensation. `names[k]` is how a person sees the
+    execution of `indexes[k]` in monitoring (`execution_name`)."""
 
     def run_steps(
         self,
@@ -39,11 +43,23 @@ class Dispatcher(Protocol):
         indexes: Sequence[int],
         correlation_id: str,
         time_limits: Sequence[float],
+        names: Sequence[str],
     ) -> None: ...
 
     def run_compensations(
-        self, saga_id: str, indexes: Sequence[int], correlation_id: str, time_limit: float
+        self,
+        saga_id: str,
+        indexes: Sequence[int],
+        correlation_id: str,
+        time_limit: float,
+        names: Sequence[str],
     ) -> None: ...
+
+
+def execution_name(saga_type: str, step: str, undo: bool = False) -> str:
+    """The name a person sees for one execution (Flower's task list, the worker's log
+    lines): `user_registration/create_account`, `user_registration/create_account (undo)`."""
+    return f"{saga_type}/{step} (undo)" if undo else f"{saga_type}/{step}"
 
 
 @dataclass(frozen=True)
@@ -89,6 +105,7 @@ class SagaEngine:
         self.settings = settings
         self.events = EventBus(self)
         self.executions = Executions(self)
+        self.repairs = Repairs(self)
 
     # --- starting and reading --------------------------------------------------------
     def start(
@@ -97,8 +114,10 @@ class SagaEngine:
         *,
         idempotency: Idempotency | None = None,
         saga_id: str | None = None,
+        origin: dict[str, Any] | None = None,
     ) -> Started:
-        """Validate a definition, write the saga and enqueue its steps.
+        """Validate a definition, write the saga and enqueue its steps (`origin`: a rerun's
+        link to its original, sagas/repair.py).
 
         Raises `InvalidDefinition` (nothing written) for a bad definition. With an
         `idempotency` claim whose key was used before, nothing new starts: the first saga is
@@ -109,7 +128,9 @@ class SagaEngine:
         saga_id = saga_id or str(uuid.uuid4())
         correlation_id = definition.correlation_id or saga_id
         with bound(saga_id=saga_id, correlation_id=correlation_id):
-            reply = self.store.create(saga_id, definition, correlation_id, idempotency)
+            reply = self.store.create(saga_id, definition, correlation_id, idempotency, origin)
+            if reply.code == "exists":  # this very call again: it was dispatched then
+                return Started(self.store.get(saga_id), created=False)
             if reply.code == "idempotent":
                 return Started(self.store.get(str(reply.values[0])), created=False)
             if reply.code == "idempotency_conflict":
@@ -120,8 +141,9 @@ class SagaEngine:
             )
             if reply.code != "pending":  # a PENDING saga is dispatched when admitted
                 limits = [self.step_time_limit(s.timeout_seconds) for s in definition.steps]
+                names = [execution_name(definition.saga_type, s.name) for s in definition.steps]
                 self.dispatcher.run_steps(
-                    saga_id, range(len(definition.steps)), correlation_id, limits
+                    saga_id, range(len(definition.steps)), correlation_id, limits, names
                 )
         return Started(self.store.get(saga_id), created=True)
 
@@ -191,10 +213,13 @@ class SagaEngine:
         saga_id: str,
         reason: str = "compensation requested",
         expected_version: int | None = None,
+        *,
+        actor: str = "",
     ) -> SagaRecord:
         """Compensate a RUNNING or COMPLETED saga, retry a COMPENSATION_FAILED one, or cancel
-        a PENDING one. Raises `SagaNotFound`, or `InvalidTransition` (HTTP 409)."""
-        reply = self.store.compensate(saga_id, reason, expected_version)
+        a PENDING one (`actor`: who asked, kept in the history). Raises `SagaNotFound`, or
+        `InvalidTransition` (HTTP 409)."""
+        reply = self.store.compensate(saga_id, reason, expected_version, actor=actor)
         if reply.code == "missing":
             raise SagaNotFound(saga_id)
         if reply.code == "conflict":
@@ -277,9 +302,7 @@ class SagaEngine:
             elif reply.code == "redrive_comps":
                 report.redriven += 1
                 indexes = [int(str(v)) for v in reply.values]
-                self.dispatcher.run_compensations(
-                    saga_id, indexes, correlation_id, self.compensation_time_limit()
-                )
+                self.dispatch_compensations(saga_id, indexes, correlation_id)
             elif reply.code == "compensation_failed":
                 report.compensation_failed += 1
 
@@ -294,16 +317,22 @@ class SagaEngine:
 
     def dispatch_steps(self, saga_id: str, indexes: Sequence[int], correlation_id: str) -> None:
         """Enqueue the executions of these steps of a stored saga, in order."""
-        steps = self.store.definition_of(saga_id)
+        saga_type, steps = self.store.outline(saga_id)
         limits = [self.step_time_limit(steps[i]["timeout_seconds"]) for i in indexes]
-        self.dispatcher.run_steps(saga_id, indexes, correlation_id, limits)
+        names = [execution_name(saga_type, steps[i]["name"]) for i in indexes]
+        self.dispatcher.run_steps(saga_id, indexes, correlation_id, limits, names)
 
     def dispatch_compensation(self, saga_id: str, reply: Reply, correlation_id: str) -> None:
         """Enqueue the compensations a transition answered (`compensate`, newest first)."""
         if reply.code == "compensate" and reply.values:
-            self.dispatcher.run_compensations(
-                saga_id,
-                [int(v) for v in reply.values],
-                correlation_id,
-                self.compensation_time_limit(),
-            )
+            self.dispatch_compensations(saga_id, [int(v) for v in reply.values], correlation_id)
+
+    def dispatch_compensations(
+        self, saga_id: str, indexes: Sequence[int], correlation_id: str
+    ) -> None:
+        """Enqueue these compensations of a stored saga, in this order."""
+        saga_type, steps = self.store.outline(saga_id)
+        names = [execution_name(saga_type, steps[i]["name"], undo=True) for i in indexes]
+        self.dispatcher.run_compensations(
+            saga_id, indexes, correlation_id, self.compensation_time_limit(), names
+        )

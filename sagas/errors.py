@@ -108,6 +108,15 @@ class SagaNotFound(SagaError):
         self.saga_id = saga_id
 
 
+class UnknownStep(SagaError):
+    """The saga has no step of this name or 1-based number (HTTP 404)."""
+
+    def __init__(self, saga_id: str, step: str) -> None:
+        super().__init__(f"saga {saga_id!r} has no step {step!r} (give its name or number)")
+        self.saga_id = saga_id
+        self.step = step
+
+
 class IdempotencyConflict(SagaError):
     """The Idempotency-Key was already used for a different request (HTTP 409)."""
 

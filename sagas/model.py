@@ -31,6 +31,7 @@ class FailureReason(StrEnum):
     ERROR = "error"
     TIMEOUT = "timeout"
     MANUAL = "manual"
+    CANCELLED = "cancelled"
 
 
 FINAL_STATUSES = frozenset({SagaStatus.COMPLETED, SagaStatus.COMPENSATED})
@@ -40,6 +41,7 @@ class CompensationRecord(TypedDict):
     status: str  # PENDING, COMPENSATING, COMPENSATED, COMPENSATION_FAILED, SKIPPED
     attempts: int
     error: str | None
+    resolved_by_hand: bool  # a person counted it as done (sagas/repair.py)
 
 
 class StepRecord(TypedDict):
@@ -51,6 +53,7 @@ class StepRecord(TypedDict):
     output: Any
     error: str | None
     uncertain: bool  # an attempt may have taken effect without a success being seen
+    retry_pending: bool  # waiting out a retry countdown (no attempt in flight)
     compensation: CompensationRecord | None  # None when the step defines no compensation
 
 
@@ -75,3 +78,5 @@ class SagaRecord(TypedDict):
     failure: Failure | None
     compensation_failure: Failure | None
     steps: list[StepRecord]
+    rerun_of: str | None  # the saga this one reruns (sagas/repair.py)
+    reruns: list[str]  # the sagas that rerun this one, oldest first

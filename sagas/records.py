@@ -39,6 +39,7 @@ def document(h: dict[str, str]) -> SagaRecord:
                 "status": f("cst"),
                 "attempts": int(f("catt") or 0),
                 "error": f("cerr") or None,
+                "resolved_by_hand": f("cman") == "1",
             }
         steps.append(
             {
@@ -50,6 +51,11 @@ def document(h: dict[str, str]) -> SagaRecord:
                 "output": json.loads(f("out")) if f("out") else None,
                 "error": f("err") or None,
                 "uncertain": f("unc") == "1",
+                # Waiting out a retry countdown: the last attempt's failure is recorded and
+                # the next has not begun (lua/lib.lua attempt_open).
+                "retry_pending": f("st") == "RUNNING"
+                and f("fatt") not in ("", "0")
+                and f("fatt") == f("att"),
                 "compensation": compensation,  # type: ignore[typeddict-item]
             }
         )
@@ -69,6 +75,8 @@ def document(h: dict[str, str]) -> SagaRecord:
         "failure": json.loads(h["failure"]) if h.get("failure") else None,
         "compensation_failure": json.loads(h["cfailure"]) if h.get("cfailure") else None,
         "steps": steps,
+        "rerun_of": h.get("rerun_of") or None,
+        "reruns": json.loads(h["reruns"]) if h.get("reruns") else [],
     }
 
 

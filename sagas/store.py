@@ -51,6 +51,10 @@ TRANSITIONS = (
     "promote",
     "step_wait",
     "event",
+    "cancel",
+    "resolve",
+    "retry_now",
+    "rerun",
 )
 STANDALONE = ("list", "heartbeat", "workers_alive", "unlock")
 # Parsed definitions a process keeps (by digest); sagas of one template share one.
@@ -159,7 +163,7 @@ class RedisStore:
         }
         self._definitions: dict[str, list[dict[str, Any]]] = {}  # digest -> steps
 
-    def _run(
+    def transition(
         self,
         name: str,
         saga_id: str,
@@ -167,7 +171,8 @@ class RedisStore:
         extra_keys: Sequence[str] = (),
         call: str | None = None,
     ) -> Reply:
-        """Run transition `name`. `call` identifies the call: the same id again (a resend
+        """Run transition `name` (lua/<name>.lua) on saga `saga_id`; `extra_keys` follow the
+        common keys (lua/lib.lua). `call` identifies the call: the same id again (a resend
         after a lost reply) gets the first call's reply and changes nothing (lib.lua)."""
         keys = [*self.keys.transition(saga_id), *extra_keys]
         raw = self._invoke(name, keys, [*args, call or new_call_id()])
@@ -184,10 +189,13 @@ class RedisStore:
         definition: SagaDefinition,
         correlation_id: str,
         idempotency: Idempotency | None = None,
+        origin: dict[str, Any] | None = None,
     ) -> Reply:
-        """Write a new RUNNING saga. A repeat with the same id answers `exists`; with an
-        `idempotency` claim, a key already used answers `idempotent` (same request) or
-        `idempotency_conflict` (another request), both with the saga id it points at."""
+        """Write a new RUNNING saga (`origin`: for a rerun, where it comes from: `rerun_of`,
+        `actor`, `reason`, `data`, see sagas/repair.py). A repeat with the same id answers
+        `exists`; with an `idempotency` claim, a key already used answers `idempotent`
+        (same request) or `idempotency_conflict` (another request), both with the saga id
+        it points at."""
         steps_json = dumps([s.to_json() for s in definition.steps])
         digest = hashlib.sha256(steps_json.encode()).hexdigest()[:32]
         args: list[Any] = [
@@ -200,6 +208,7 @@ class RedisStore:
             idempotency.fingerprint if idempotency else "",
             idempotency.ttl_seconds if idempotency else 0,
             digest,
+            dumps(origin) if origin else "",
         ]
         for step in definition.steps:
             awaited = step.action.spec.get("await", {}) if step.action.kind == "event" else {}
@@ -221,14 +230,14 @@ class RedisStore:
             self.keys.definition(digest),
             self.keys.definitions,
         ]
-        return self._run("create", saga_id, args, extra)
+        return self.transition("create", saga_id, args, extra)
 
     def event(
         self, saga_id: str, event_type: str, data_json: str, event_id: str, step: str = ""
     ) -> Reply:
         """Apply an incoming event to the saga, as the reply of `step` if it names one (see
         lua/event.lua for the answers)."""
-        return self._run("event", saga_id, [event_type, data_json, event_id, step])
+        return self.transition("event", saga_id, [event_type, data_json, event_id, step])
 
     def append(self, stream: str, fields: dict[str, str], maxlen: int) -> str:
         """Add an entry to a stream (trimmed to about `maxlen`); its id."""
@@ -245,11 +254,11 @@ class RedisStore:
 
     def promote(self, saga_id: str) -> Reply:
         """Give PENDING saga `saga_id` a slot if one is free (`promoted`, `full`, `none`)."""
-        return self._run("promote", saga_id, [])
+        return self.transition("promote", saga_id, [])
 
     def sweep(self, timer: str) -> Reply:
         """Act on a due timer (see lua/sweep.lua for the answers)."""
-        return self._run("sweep", timer.split("|")[1], [timer])
+        return self.transition("sweep", timer.split("|")[1], [timer])
 
     def delete(self, saga_id: str) -> Reply:
         """Delete a COMPLETED or COMPENSATED saga (`deleted`, `missing` or `conflict`)."""
@@ -266,7 +275,7 @@ class RedisStore:
             self.keys.definitions,
             str(text(idempotency_key)) if idempotency_key else self.keys.scratch(),
         ]
-        return self._run("delete", saga_id, [], extra)
+        return self.transition("delete", saga_id, [], extra)
 
     def step_begin(
         self,
@@ -280,7 +289,7 @@ class RedisStore:
         `bound_ms` from now (its hard time limit); see lua/step_begin.lua. The same `call`
         again is the same claim (same attempt), e.g. carried over a retry by an execution
         that never got the answer."""
-        return self._run("step_begin", saga_id, [index, lease, bound_ms], call=call)
+        return self.transition("step_begin", saga_id, [index, lease, bound_ms], call=call)
 
     def step_retry(
         self,
@@ -297,7 +306,7 @@ class RedisStore:
         `compensate` + indexes when the saga is being compensated: the step is settled); the
         sweep re-drives the step if no attempt begins by then (plus grace)."""
         args = [index, lease, attempt, error, _flag(uncertain), countdown_ms]
-        return self._run("step_retry", saga_id, args, call=call)
+        return self.transition("step_retry", saga_id, args, call=call)
 
     def step_complete(
         self,
@@ -311,7 +320,7 @@ class RedisStore:
         """Record success (`output_json` already encoded); only the execution holding the
         step's fence is accepted, once."""
         args = [index, lease, attempt, output_json]
-        return self._run("step_complete", saga_id, args, call=call)
+        return self.transition("step_complete", saga_id, args, call=call)
 
     def step_fail(
         self,
@@ -325,27 +334,33 @@ class RedisStore:
     ) -> Reply:
         """Record a final failure and start compensating (`compensate` + indexes)."""
         args = [index, lease, error, _flag(uncertain), reason]
-        return self._run("step_fail", saga_id, args, call=call)
+        return self.transition("step_fail", saga_id, args, call=call)
 
     def step_wait(
         self, saga_id: str, index: int, lease: str, attempt: int, call: str | None = None
     ) -> Reply:
         """An event step's command is out: WAITING (or settled at once by an early reply)."""
-        return self._run("step_wait", saga_id, [index, lease, attempt], call=call)
+        return self.transition("step_wait", saga_id, [index, lease, attempt], call=call)
 
     def compensate(
-        self, saga_id: str, message: str, expected_version: int | None, call: str | None = None
+        self,
+        saga_id: str,
+        message: str,
+        expected_version: int | None,
+        call: str | None = None,
+        actor: str = "",
     ) -> Reply:
-        """Ask for compensation; see lua/compensate.lua for each status."""
+        """Ask for compensation (`actor`: who asked, for the history); see
+        lua/compensate.lua for each status."""
         version = "" if expected_version is None else str(expected_version)
-        return self._run("compensate", saga_id, [message, version], call=call)
+        return self.transition("compensate", saga_id, [message, version, actor], call=call)
 
     def comp_begin(
         self, saga_id: str, index: int, lease: str, timeout_ms: int, call: str | None = None
     ) -> Reply:
         """Claim an attempt of step `index`'s compensation (the same `call` again: the same
         attempt); see lua/comp_begin.lua."""
-        return self._run("comp_begin", saga_id, [index, lease, timeout_ms], call=call)
+        return self.transition("comp_begin", saga_id, [index, lease, timeout_ms], call=call)
 
     def comp_retry(
         self,
@@ -359,19 +374,19 @@ class RedisStore:
     ) -> Reply:
         """Record a failed compensation attempt that will be retried (`ok` or `stale`)."""
         args = [index, lease, attempt, error, countdown_ms]
-        return self._run("comp_retry", saga_id, args, call=call)
+        return self.transition("comp_retry", saga_id, args, call=call)
 
     def comp_complete(
         self, saga_id: str, index: int, lease: str, attempt: int, call: str | None = None
     ) -> Reply:
         """Record a successful compensation (`next`, `saga_compensated`, `duplicate`, `stale`)."""
-        return self._run("comp_complete", saga_id, [index, lease, attempt], call=call)
+        return self.transition("comp_complete", saga_id, [index, lease, attempt], call=call)
 
     def comp_fail(
         self, saga_id: str, index: int, lease: str, error: str, call: str | None = None
     ) -> Reply:
         """Record a compensation that cannot be done: COMPENSATION_FAILED."""
-        return self._run("comp_fail", saga_id, [index, lease, error], call=call)
+        return self.transition("comp_fail", saga_id, [index, lease, error], call=call)
 
     # --- reads -----------------------------------------------------------------------
     def find(self, query: ListQuery) -> tuple[int, list[SagaRecord]]:
@@ -490,14 +505,15 @@ class RedisStore:
     def count(self, status: str) -> int:
         return int(self.redis.zcard(self.keys.status(status)))
 
-    def heartbeat(self, worker: str) -> None:
-        """Record that `worker` is alive now (Redis clock)."""
-        self._scripts["heartbeat"](keys=[self.keys.workers], args=[worker])
+    def heartbeat(self, worker: str, key: str | None = None) -> None:
+        """Record that `worker` is alive now (Redis clock); `key`: another set of beats than
+        the workers' (the event consumers', `keys.event_consumers`)."""
+        self._scripts["heartbeat"](keys=[key or self.keys.workers], args=[worker])
 
-    def workers_alive(self, within_seconds: float) -> list[str]:
-        """Workers that sent a heartbeat within the last `within_seconds`."""
+    def workers_alive(self, within_seconds: float, key: str | None = None) -> list[str]:
+        """Workers (or, with `key`, others) that beat within the last `within_seconds`."""
         names = self._scripts["workers_alive"](
-            keys=[self.keys.workers], args=[int(within_seconds * 1000)]
+            keys=[key or self.keys.workers], args=[int(within_seconds * 1000)]
         )
         return [text(n) for n in names]
 
@@ -520,6 +536,13 @@ class RedisStore:
         if digest is None:
             raise SagaNotFound(saga_id)
         return self.definition(str(text(digest)))
+
+    def outline(self, saga_id: str) -> tuple[str, list[dict[str, Any]]]:
+        """A stored saga's type and the steps of its definition; raises `SagaNotFound`."""
+        saga_type, digest = self.redis.hmget(self.keys.saga(saga_id), "type", "def")
+        if digest is None:
+            raise SagaNotFound(saga_id)
+        return str(text(saga_type) or ""), self.definition(str(text(digest)))
 
     def grant(self, reply: Reply) -> Grant:
         """Decode the `run` answer of step_begin / comp_begin."""
@@ -548,14 +571,16 @@ class RedisStore:
         out = []
         for raw in entries:
             # Compact entries (lua/lib.lua commit): [ms since created, version, event,
-            # status, step or null, message if any].
-            after, version, event, status, step, *message = json.loads(raw)
+            # status, step or null, message if any, then for a person's action: actor,
+            # data if any].
+            after, version, event, status, step, *rest = json.loads(raw)
             entry = {"at": iso(int(created) + after), "event": event, "version": version}
             entry["status"] = status
             if step is not None:
                 entry["step"] = step
-            if message:
-                entry["message"] = message[0]
+            for name, value in zip(("message", "actor", "data"), rest, strict=False):
+                if value is not None:
+                    entry[name] = value
             out.append(entry)
         return out
 

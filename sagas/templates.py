@@ -600,6 +600,11 @@ _VALIDATORS = {
 }
 
 
+def template_names() -> frozenset[str]:
+    """The names of the predefined workflows."""
+    return frozenset(_TEMPLATES)
+
+
 def list_templates() -> list[dict[str, Any]]:
     """The five workflows for `GET /workflows/templates`: name, description, steps (with
     placeholders, as in a `POST /saga/start` definition) and payload JSON Schema. Copies."""

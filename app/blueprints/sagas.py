@@ -12,6 +12,7 @@ from flask.views import MethodView
 from marshmallow import fields, validate, validates_schema
 from marshmallow.exceptions import ValidationError
 
+from app.auth import OPERATOR, requires
 from app.extensions import Blueprint
 from app.schemas import (
     STATUSES,
@@ -114,6 +115,8 @@ class HistoryEntrySchema(StrictSchema):
     status = fields.String()
     step = fields.String()
     message = fields.String()
+    actor = fields.String(metadata={"description": "who acted (an API key's name), if a person"})
+    data = fields.Dict(metadata={"description": "what a person's action changed, if anything"})
 
 
 class HistorySchema(StrictSchema):
@@ -182,9 +185,11 @@ class CompensateSaga(MethodView):
     @blp.arguments(CompensateSchema, required=False)
     @blp.response(202, SagaSchema)
     @blp.alt_response(409, description="already compensating or compensated")
+    @requires(OPERATOR)
     def post(self, body: dict[str, Any], saga_id: str) -> Any:
         """Compensate (undo) the saga, retry a failed compensation, or cancel a pending saga"""
-        return engine().compensate(saga_id, (body or {}).get("reason") or "manual request")
+        reason = (body or {}).get("reason") or "manual request"
+        return engine().repairs.compensate(saga_id, reason, g.principal.name)
 
 
 @blp.route("/<saga_id>")

@@ -1,5 +1,6 @@
 -- A person (or the API) asks to compensate the saga.
--- ARGV[1] message, ARGV[2] expected version ("" = any)
+-- ARGV[1] message, ARGV[2] expected version ("" = any), ARGV[3] actor (who asked; "" = the
+-- engine itself)
 -- RUNNING: compensate. A step between attempts, or waiting for its reply event, is settled
 -- at once (FAILED; a waiting step's command is out, so it counts as uncertain). A step whose
 -- attempt is in flight is fenced off: the saga is COMPENSATING at once, and whoever sees the
@@ -24,10 +25,10 @@ if status == 'RUNNING' or status == 'PENDING' then
       .. (sget(j, 'err') or ''))
     j = nil
   end
-  if j ~= nil then return fence(j, now, 'compensation_requested', ARGV[1]) end
+  if j ~= nil then return fence(j, now, 'compensation_requested', ARGV[1], ARGV[3]) end
 elseif status == 'COMPLETED' then
   redis.call('HSET', SAGA, 'failure', failure_json(nil, 'manual', ARGV[1]), 'finished', '')
   redis.call('ZREM', KEYS[11], saga_id())
 end
-commit(now, 'compensation_requested', nil, ARGV[1])
+commit(now, 'compensation_requested', nil, ARGV[1], ARGV[3])
 return reply_with('compensate', start_compensation(now))

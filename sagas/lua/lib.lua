@@ -27,7 +27,8 @@
 -- The definition is not in the hash: field "def" holds its digest, and the JSON is the string
 -- <prefix>def:<digest>, shared by every saga with the same definition (Keys.definition).
 -- History entries are compact JSON arrays: [ms since created, version, event, saga status,
--- step name or null, message (only when there is one)].
+-- step name or null, message (only when there is one, or null before an actor), and for a
+-- person's action: actor, data (an object, if any)].
 
 local SAGA = KEYS[1]
 local STATUS_INDEX = {PENDING = 5, RUNNING = 6, COMPLETED = 7, COMPENSATING = 8,
@@ -105,13 +106,20 @@ local function set_status(new)
   redis.call('HSET', SAGA, 'status', new)
 end
 
--- Bump the version (the saga's fencing token), stamp, and append to the history.
-local function commit(now, event, step, message)
+-- Bump the version (the saga's fencing token), stamp, and append to the history. A person's
+-- action (sagas/repair.py) also names its `actor` (the API key's name) and may add `data`
+-- (a JSON object, as text).
+local function commit(now, event, step, message, actor, data)
   local v = redis.call('HINCRBY', SAGA, 'ver', 1)
   redis.call('HSET', SAGA, 'updated', now)
   local entry = {now - tonumber(get('created')), v, event, get('status'), cjson.null}
   if step ~= nil then entry[5] = get(step .. ':name') end
   if message ~= nil and message ~= '' then entry[6] = message end
+  if actor ~= nil and actor ~= '' then
+    entry[6] = entry[6] or cjson.null
+    entry[7] = actor
+    if data ~= nil and data ~= '' then entry[8] = cjson.decode(data) end
+  end
   redis.call('RPUSH', KEYS[2], cjson.encode(entry))
   redis.call('LTRIM', KEYS[2], -HISTORY_LIMIT, -1)
   return v
@@ -287,12 +295,12 @@ end
 -- attempt starts), but nothing is undone before that attempt has ended. Whoever sees it end
 -- settles the step and starts the undo: its execution (result, failure, the next retry's
 -- step_begin, a redelivery), or the sweep once the attempt's bound `ab` has passed.
-local function fence(j, now, event, message)
+local function fence(j, now, event, message, actor)
   set_status('COMPENSATING')
   clear_timer('saga')
   clear_timer('next')
   set_step_timer('step', j, math.max(now, tonumber(sget(j, 'ab') or sget(j, 'dl'))))
-  commit(now, event, j, message)
+  commit(now, event, j, message, actor)
   return {'deferred'}
 end
 
