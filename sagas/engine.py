@@ -27,7 +27,16 @@ from sagas.repair import Repairs
 from sagas.settings import Settings
 from sagas.store import Idempotency, ListQuery, RedisStore, Reply
 
-__all__ = ["Continue", "Dispatcher", "Outcome", "Retry", "SagaEngine", "Started", "Stop"]
+__all__ = [
+    "Continue",
+    "Dispatcher",
+    "Outcome",
+    "Retry",
+    "SagaEngine",
+    "Started",
+    "Stop",
+    "execution_name",
+]
 log = logging.getLogger("sagas.engine")
 
 

@@ -11,7 +11,10 @@ from celery.canvas import Signature
 class CeleryDispatcher:
     """Enqueues steps and compensations as chains with a chain-level `link_error`. Every
     execution carries a hard time limit (Celery kills it past that), which the store counts
-    on to know when an attempt in flight has provably ended."""
+    on to know when an attempt in flight has provably ended, and its name for people as
+    Celery's `shadow` name: Flower's task list and the worker's log lines show
+    `user_registration/create_account` rather than `saga.step` (a retry keeps it: Celery
+    copies it from the request; so does the chain, which carries each signature's options)."""
 
     def __init__(self, queue: str) -> None:
         self.queue = queue
@@ -22,26 +25,34 @@ class CeleryDispatcher:
         indexes: Sequence[int],
         correlation_id: str,
         time_limits: Sequence[float],
+        names: Sequence[str],
     ) -> None:
         from tasks.steps import on_step_error, run_step
 
         self._send(
             [
-                run_step.si(saga_id, i, correlation_id).set(time_limit=limit)
-                for i, limit in zip(indexes, time_limits, strict=True)
+                run_step.si(saga_id, i, correlation_id).set(time_limit=limit, shadow=name)
+                for i, limit, name in zip(indexes, time_limits, names, strict=True)
             ],
             on_step_error.s(),
         )
 
     def run_compensations(
-        self, saga_id: str, indexes: Sequence[int], correlation_id: str, time_limit: float
+        self,
+        saga_id: str,
+        indexes: Sequence[int],
+        correlation_id: str,
+        time_limit: float,
+        names: Sequence[str],
     ) -> None:
         from tasks.steps import on_compensation_error, run_compensation
 
         self._send(
             [
-                run_compensation.si(saga_id, i, correlation_id).set(time_limit=time_limit)
-                for i in indexes
+                run_compensation.si(saga_id, i, correlation_id).set(
+                    time_limit=time_limit, shadow=name
+                )
+                for i, name in zip(indexes, names, strict=True)
             ],
             on_compensation_error.s(),
         )

@@ -54,20 +54,18 @@ def _setup_logging(loglevel: str | int | None = None, **_: Any) -> None:
 
 class ReceivedTaskFilter(logging.Filter):
     """Celery logs "Task ... received" in the worker's main process, outside any task: take
-    the saga and correlation ids from the task's logged arguments."""
+    the saga and correlation ids from the task's logged arguments. Celery names a step or
+    compensation there by its shadow name (`<saga type>/<step>`, tasks/dispatcher.py); every
+    one takes (saga_id, step index, correlation_id)."""
 
     def filter(self, record: logging.LogRecord) -> bool:
         data = getattr(record, "data", None)
-        if (
-            isinstance(data, dict)
-            and str(data.get("name", "")).startswith("saga.")
-            and not hasattr(record, "correlation_id")
-        ):
+        if isinstance(data, dict) and not hasattr(record, "correlation_id"):
             try:
                 args = ast.literal_eval(str(data.get("args", "")))
             except (ValueError, SyntaxError):
                 return True
-            if isinstance(args, list | tuple) and len(args) == 3:
+            if isinstance(args, list | tuple) and len(args) == 3 and isinstance(args[1], int):
                 record.saga_id, record.correlation_id = args[0], args[2]
         return True
 
