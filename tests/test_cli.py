@@ -29,6 +29,7 @@ COMMANDS = [
     "api",
     "worker",
     "beat",
+    "events",
     "flower",
     "demo-services",
     "start",
@@ -99,6 +100,27 @@ def test_help(command: str | None) -> None:
     if command is None:
         for name in COMMANDS:
             assert name in result.stdout
+
+
+def test_the_package_imports_only_click_until_a_command_runs() -> None:
+    """`--help` and the component commands start fast: importing `saga_cli` loads neither
+    the HTTP client, nor rich, nor the service (see its docstring); `python -m` runs it."""
+    heavy = ("httpx", "rich", "flask", "celery", "redis", "sagas", "app", "wsgi")
+    code = f"import sys, saga_cli; print(sorted(set({heavy!r}) & set(sys.modules)))"
+    result = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=30, cwd=ROOT
+    )
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "[]"
+    as_module = subprocess.run(
+        [sys.executable, "-m", "saga_cli", "--help"],
+        capture_output=True,
+        text=True,
+        timeout=30,
+        cwd=ROOT,
+    )
+    assert as_module.returncode == 0, as_module.stderr
+    assert "compensate" in as_module.stdout
 
 
 def test_flower_refuses_to_start_without_credentials() -> None:

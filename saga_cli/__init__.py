@@ -1,0 +1,43 @@
+"""The `saga-orchestrator` command: runs the components and talks to the REST API.
+
+Component commands (`api`, `worker`, `beat`, `events`, `flower`, `demo-services`, in
+components.py) pass unknown options through to gunicorn, Celery or Flower. Client commands
+(`start`, `status`, `list`, `compensate`, in sagas.py) call the API over HTTP (client.py)
+and show its answers (render.py); they import httpx and rich only when they run, so that
+`--help` and the component commands start fast. Keep it so: at module level, this
+package imports click and the standard library only.
+"""
+
+from __future__ import annotations
+
+import click
+
+from saga_cli.components import api, beat, demo_services, events, flower, worker
+from saga_cli.sagas import compensate, list_sagas, start, status
+
+__all__ = ["main"]
+
+
+@click.group()
+def main() -> None:
+    """Saga orchestrator: distributed transactions with compensation.
+
+    \b
+    Components: api, worker, beat, events, flower, demo-services.
+    API client: start, status, list, compensate.
+    """
+
+
+for command in (
+    worker,
+    api,
+    beat,
+    flower,
+    events,
+    demo_services,
+    start,
+    status,
+    list_sagas,
+    compensate,
+):
+    main.add_command(command)
