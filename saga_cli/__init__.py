@@ -2,9 +2,10 @@
 
 Component commands (`api`, `worker`, `beat`, `events`, `flower`, `demo-services`, in
 components.py) pass unknown options through to gunicorn, Celery or Flower. Client commands
-(`start`, `status`, `list`, `compensate`, in sagas.py) call the API over HTTP (client.py)
-and show its answers (render.py); they import httpx and rich only when they run, so that
-`--help` and the component commands start fast. Keep it so: at module level, this
+(`start`, `status`, `list`, `compensate` in sagas.py; the repair commands `actions`,
+`history`, `resolve`, `skip`, `retry`, `cancel`, `rerun` in repair.py) call the API over HTTP
+(client.py) and show its answers (render.py); they import httpx and rich only when they run,
+so that `--help` and the component commands start fast. Keep it so: at module level, this
 package imports click and the standard library only.
 """
 
@@ -13,6 +14,7 @@ from __future__ import annotations
 import click
 
 from saga_cli.components import api, beat, demo_services, events, flower, worker
+from saga_cli.repair import actions, cancel, history, rerun, resolve, retry, skip
 from saga_cli.sagas import compensate, list_sagas, start, status
 
 __all__ = ["main"]
@@ -25,6 +27,7 @@ def main() -> None:
     \b
     Components: api, worker, beat, events, flower, demo-services.
     API client: start, status, list, compensate.
+    Repair (operator key, --reason): actions, history, resolve, skip, retry, cancel, rerun.
     """
 
 
@@ -39,5 +42,12 @@ for command in (
     status,
     list_sagas,
     compensate,
+    actions,
+    history,
+    resolve,
+    skip,
+    retry,
+    cancel,
+    rerun,
 ):
     main.add_command(command)

@@ -21,12 +21,16 @@ class ApiError(click.ClickException):
 
 
 class Api:
-    """The saga API at `url`."""
+    """The saga API at `url`. With `one_line`, an error answer is described on one line
+    (the API's message), as the repair commands print a refusal."""
 
-    def __init__(self, url: str, api_key: str | None, timeout: float = 10.0) -> None:
+    def __init__(
+        self, url: str, api_key: str | None, timeout: float = 10.0, one_line: bool = False
+    ) -> None:
         self.url = url.rstrip("/")
         self.api_key = api_key
         self.timeout = timeout
+        self.one_line = one_line
 
     def call(
         self,
@@ -86,7 +90,10 @@ class Api:
             status = data.get("status") or response.reason_phrase
             message = data.get("message")
             lines[0] += f" {status}" + (f": {message}" if message else "")
-            lines += [f"  {where}: {what}" for where, what in flatten_errors(data.get("errors"))]
+            errors = [f"{where}: {what}" for where, what in flatten_errors(data.get("errors"))]
+            if self.one_line and message:
+                errors = []  # the API's message already names the field
+            lines += ["  " + error for error in errors]
         else:
             lines[0] += f" {response.reason_phrase}"
             text = response.text.strip()
@@ -98,6 +105,12 @@ class Api:
                 if not self.api_key
                 else "  (the API key was refused: check --api-key or SAGA_API_KEY)"
             )
+        if self.one_line:
+            text = lines[0]
+            for line in lines[1:]:
+                part = " ".join(line.split())
+                text += (" " if part.startswith("(") else "; ") + part
+            return " ".join(text.split())
         return "\n".join(lines)
 
 

@@ -20,7 +20,7 @@ from saga_cli.client import (
     print_json,
     url_path,
 )
-from saga_cli.render import saga_view, styled, timestamp
+from saga_cli.render import report, saga_view, styled, timestamp
 
 
 @click.command()
@@ -234,19 +234,17 @@ def list_sagas(
 
 @click.command()
 @click.argument("saga_id")
-@click.option("--reason", help="Why: stored with the saga's failure record.")
+@click.option("--reason", help="Why: kept in the saga's history with your key's name.")
 @client_options
 def compensate(
     saga_id: str, reason: str | None, url: str, api_key: str | None, as_json: bool
 ) -> None:
     """Undo a saga (POST /saga/{id}/compensate): cancel it if PENDING, compensate it if
-    RUNNING or COMPLETED, retry the compensation if COMPENSATION_FAILED."""
+    RUNNING or COMPLETED, retry the compensation if COMPENSATION_FAILED.
+
+    A refusal (e.g. 409: already compensating) is one line on stderr, exit code 1.
+    """
     body = {"reason": reason} if reason else {}
     path = "/saga" + url_path(saga_id) + "/compensate"
-    _, saga = Api(url, api_key).call("POST", path, body=body)
-    if as_json:
-        print_json(saga)
-        return
-    out = console()
-    out.print(saga_view(saga))
-    out.print(f"Watch it: saga-orchestrator status {saga.get('saga_id')} --watch")
+    _, saga = Api(url, api_key, one_line=True).call("POST", path, body=body)
+    report(saga, f"Compensation requested: the saga is {saga.get('status')}.", as_json)

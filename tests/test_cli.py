@@ -36,6 +36,13 @@ COMMANDS = [
     "status",
     "list",
     "compensate",
+    "actions",
+    "history",
+    "resolve",
+    "skip",
+    "retry",
+    "cancel",
+    "rerun",
 ]
 KEY = "cli-test-key"
 
@@ -120,7 +127,7 @@ def test_the_package_imports_only_click_until_a_command_runs() -> None:
         cwd=ROOT,
     )
     assert as_module.returncode == 0, as_module.stderr
-    assert "compensate" in as_module.stdout
+    assert "rerun" in as_module.stdout
 
 
 def test_flower_refuses_to_start_without_credentials() -> None:
@@ -148,6 +155,8 @@ def test_flower_rejects_malformed_credentials_without_echoing_them(credentials: 
         ["status", "some-id", "--watch"],
         ["list", "--json"],
         ["compensate", "some-id", "--reason", "test"],
+        ["resolve", "some-id", "1", "--reason", "test"],
+        ["history", "some-id"],
         ["start", "user_registration", "--payload", '{"email": "a@example.com"}'],
     ],
 )
