@@ -11,6 +11,7 @@ worker's log lines show.
 from __future__ import annotations
 
 import logging
+import time
 import uuid
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -21,6 +22,7 @@ from sagas.definition import parse_definition
 from sagas.errors import IdempotencyConflict, InvalidTransition, SagaNotFound
 from sagas.events import EventBus
 from sagas.execution import Continue, Executions, Outcome, Retry, Stop
+from sagas.health import HealthReport, check, record_sweep
 from sagas.log import bound
 from sagas.model import SagaRecord, SagaStatus
 from sagas.repair import Repairs
@@ -213,6 +215,12 @@ class SagaEngine:
         """Workers whose heartbeat was seen within the last `within_seconds`."""
         return self.store.workers_alive(within_seconds)
 
+    def health(self, heartbeat_seconds: float) -> HealthReport:
+        """Every component (Redis, workers, beat, events consumer, queues, timers) with its
+        status and evidence (sagas/health.py); a worker or consumer is alive if it beat
+        within `heartbeat_seconds`. Never raises for an unreachable Redis: it says so."""
+        return check(self.store, self.settings, heartbeat_seconds)
+
     def stats(self) -> dict[str, int]:
         """The counters the transitions keep (see docs/design.md)."""
         return self.store.stats()
@@ -270,13 +278,15 @@ class SagaEngine:
         showed no sign of life), admit PENDING sagas, delete finished sagas past retention.
 
         Holds a Redis lock, so two beats (or two sweeps) never work at once; every action is a
-        fenced transition anyway, so even overlapping sweeps could not do a thing twice.
+        fenced transition anyway, so even overlapping sweeps could not do a thing twice. A
+        completed sweep is recorded (`keys.sweep`): GET /health/ tells from it whether beat runs.
         """
         interval_ms = int(self.settings.sweep_interval_seconds * 1000)
         token = self.store.lock("sweep", ttl_ms=max(10_000, 6 * interval_ms))
         if token is None:
             return SweepReport(skipped=True)
         report = SweepReport()
+        started = time.monotonic()
         try:
             for timer in self.store.due_timers(limit):
                 self._act_on(timer, report)
@@ -288,6 +298,7 @@ class SagaEngine:
                     report.expired += 1
         finally:
             self.store.unlock("sweep", token)
+        record_sweep(self.store, time.monotonic() - started)
         if report.acted:
             log.info("sweep", extra=report.as_dict())
         return report

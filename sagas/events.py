@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import logging
 import threading
+import time
 import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -29,6 +30,10 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("sagas.events")
 GROUP = "orchestrator"
+# The consumer name under which the sweep takes over a dead consumer's entries (`reclaim`).
+RECLAIMER = "sweep"
+# An event consumer records that it is alive at most this often (`run_consumer`).
+CONSUMER_BEAT_SECONDS = 1.0
 TRIGGER_NAMESPACE = uuid.UUID("6f1c2b1e-1d7a-4b55-9d3e-5b3f0c8a2e41")
 # An event addressed by correlation id goes to the newest this many sagas with that id.
 EVENT_MAX_MATCHES = 100
@@ -226,7 +231,7 @@ class EventBus:
         self.store.redis.xack(self.keys.events, GROUP, entry_id)
         return True
 
-    def reclaim(self, consumer: str = "sweep") -> tuple[int, int]:
+    def reclaim(self, consumer: str = RECLAIMER) -> tuple[int, int]:
         """Take over entries pending longer than SAGA_EVENT_RECLAIM_IDLE_SECONDS (their
         consumer died) and apply them; entries delivered too often go to the dead letters.
         Returns (applied, dead-lettered)."""
@@ -259,15 +264,22 @@ class EventBus:
 def run_consumer(
     engine: SagaEngine, name: str, stop: threading.Event, block_ms: int = 2000
 ) -> None:
-    """The event consumer process's loop, until `stop` is set."""
+    """The event consumer process's loop, until `stop` is set. It beats (`keys.
+    event_consumers`) at least every `block_ms` + CONSUMER_BEAT_SECONDS while it reads:
+    GET /health/ counts the consumers that beat recently (Redis 7.0's XINFO CONSUMERS cannot
+    tell an idle live consumer from a dead one)."""
     bus = EventBus(engine)
     bus.ensure_group()
     client = redis.Redis.from_url(
         engine.settings.redis_url, decode_responses=True, socket_timeout=None
     )
     log.info("event consumer %s reading %s", name, bus.keys.events)
+    beat_at = 0.0
     while not stop.is_set():
         try:
+            if time.monotonic() - beat_at >= CONSUMER_BEAT_SECONDS:
+                engine.store.heartbeat(name, bus.keys.event_consumers)
+                beat_at = time.monotonic()
             bus.consume(client, name, block_ms)
         except redis.ConnectionError as exc:
             log.warning("event consumer: Redis unreachable (%s); retrying", exc)

@@ -17,7 +17,9 @@ class Keys:
         self.stats = f"{prefix}stats"
         self.finished = f"{prefix}finished"
         self.all = f"{prefix}idx:all"
-        self.workers = f"{prefix}workers"
+        self.workers = f"{prefix}workers"  # worker hostname -> last heartbeat (epoch ms)
+        self.event_consumers = f"{prefix}events:consumers"  # consumer -> last beat (epoch ms)
+        self.sweep = f"{prefix}sweep"  # the last completed sweep: at, took_ms, count
         self.definitions = f"{prefix}defs"  # digest -> how many sagas use the definition
         self.events = f"{prefix}stream:events"  # incoming: replies and triggers
         self.commands = f"{prefix}stream:commands"  # outgoing: event steps' commands

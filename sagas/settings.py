@@ -25,6 +25,12 @@ class Settings:
     redis_url: str = "redis://localhost:6379/0"
     key_prefix: str = "saga:"  # every key of the store starts with it
     queue: str = "sagas"  # Celery queue of step and compensation tasks
+    # Celery queue of the beat sweep ("" = `<queue>.sweep`): out of the steps' way in Flower
+    # and in the queue, and its depth tells whether a worker consumes it (GET /health/).
+    sweep_queue: str = ""
+    # Prefix of the broker's (kombu's) keys ("" = `<key_prefix>kombu:`): queues are Redis
+    # lists named `<broker_key_prefix><queue>`.
+    broker_key_prefix: str = ""
     saga_timeout_seconds: float = 3600
     step_timeout_seconds: float = 300
     retry_attempts: int = 3
@@ -54,6 +60,10 @@ class Settings:
     redis_retries: int = 12
 
     def __post_init__(self) -> None:
+        if not self.sweep_queue:
+            object.__setattr__(self, "sweep_queue", default_sweep_queue(self.queue))
+        if not self.broker_key_prefix:
+            object.__setattr__(self, "broker_key_prefix", f"{self.key_prefix}kombu:")
         # A task still running when the broker's visibility timeout passes is delivered a
         # second time while it runs: every execution (time limit included) and every retry
         # countdown must end before it.
@@ -78,6 +88,8 @@ class Settings:
             redis_url=_redis_url(env),
             key_prefix=env.get("SAGA_KEY_PREFIX", "saga:"),
             queue=env.get("SAGA_QUEUE", "sagas"),
+            sweep_queue=env.get("SAGA_SWEEP_QUEUE", ""),
+            broker_key_prefix=env.get("SAGA_BROKER_KEY_PREFIX", ""),
             saga_timeout_seconds=_number(env, "SAGA_TIMEOUT_SECONDS", 3600),
             step_timeout_seconds=_number(env, "SAGA_STEP_TIMEOUT_SECONDS", 300),
             retry_attempts=int(_number(env, "SAGA_RETRY_ATTEMPTS", 3, minimum=1)),
@@ -104,6 +116,12 @@ class Settings:
             attempt_grace_seconds=_number(env, "SAGA_ATTEMPT_GRACE_SECONDS", 10, minimum=0.5),
             redis_retries=int(_number(env, "SAGA_REDIS_RETRIES", 12, minimum=0)),
         )
+
+
+def default_sweep_queue(queue: str) -> str:
+    """The sweep's Celery queue when SAGA_SWEEP_QUEUE is not set: a worker started with
+    `-Q <queue>` must list it too (`-Q <queue>,<queue>.sweep`)."""
+    return f"{queue}.sweep"
 
 
 def _number(env: Mapping[str, str], name: str, default: float, minimum: float = 0.001) -> float:
