@@ -10,11 +10,14 @@ Why each choice (each checked against Celery 5.7 and kombu 5.7 by the tests in t
 - visibility_timeout above the longest step and any retry countdown, restored promptly.
 - timeouts are never long countdowns or ETAs: deadlines live in Redis (`timers`), and beat
   runs the sweep that acts on them.
+- the sweep has a queue of its own (`<queue>.sweep`), so that it never waits behind steps and
+  a queue depth tells whether a worker consumes it. A worker started without `-Q` consumes
+  both queues (`task_queues`); one started with `-Q` must name both.
 """
 
 from __future__ import annotations
 
-import os
+from kombu import Exchange, Queue
 
 from sagas.settings import Settings
 
@@ -28,7 +31,9 @@ broker_transport_options = {
     "unacked_restore_throttle": 1,
     # Every kombu key of this deployment starts with the store's prefix, so that several
     # deployments (or test runs) can share one Redis database without seeing each other.
-    "global_keyprefix": os.environ.get("SAGA_BROKER_KEY_PREFIX", _settings.key_prefix + "kombu:"),
+    # SAGA_BROKER_KEY_PREFIX, default `<SAGA_KEY_PREFIX>kombu:`; a queue is the Redis list
+    # `<prefix><queue name>` (GET /health/ reads its depth).
+    "global_keyprefix": _settings.broker_key_prefix,
 }
 task_serializer = "json"
 result_serializer = "json"
@@ -41,6 +46,12 @@ task_reject_on_worker_lost = True
 task_retry_on_worker_lost = True
 worker_prefetch_multiplier = 1
 task_default_queue = _settings.queue
+# Each queue with an exchange and routing key of its own, as Celery makes a missing queue (a
+# Queue(name) alone is bound to the steps queue's exchange and routing key).
+task_queues = tuple(
+    Queue(q, Exchange(q), routing_key=q) for q in (_settings.queue, _settings.sweep_queue)
+)
+task_routes = {"saga.sweep": {"queue": _settings.sweep_queue}}
 task_track_started = False
 worker_send_task_events = True
 task_send_sent_event = True
@@ -54,6 +65,6 @@ beat_schedule = {
     "saga-sweep": {
         "task": "saga.sweep",
         "schedule": _settings.sweep_interval_seconds,
-        "options": {"queue": _settings.queue, "expires": _settings.sweep_interval_seconds},
+        "options": {"queue": _settings.sweep_queue, "expires": _settings.sweep_interval_seconds},
     }
 }

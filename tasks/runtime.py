@@ -46,10 +46,14 @@ def engine() -> SagaEngine:
     return _engine
 
 
+# The beat sweep's task name (tasks/sweep.py).
+SWEEP_TASK = "saga.sweep"
+
+
 @signals.setup_logging.connect
 def _setup_logging(loglevel: str | int | None = None, **_: Any) -> None:
     level = logging.getLevelName(loglevel) if isinstance(loglevel, int) else loglevel
-    configure_logging(str(level or "INFO"), ReceivedTaskFilter())
+    configure_logging(str(level or "INFO"), QuietSweepFilter(), ReceivedTaskFilter())
 
 
 class ReceivedTaskFilter(logging.Filter):
@@ -68,6 +72,31 @@ class ReceivedTaskFilter(logging.Filter):
             if isinstance(args, list | tuple) and len(args) == 3 and isinstance(args[1], int):
                 record.saga_id, record.correlation_id = args[0], args[2]
         return True
+
+
+class QuietSweepFilter(logging.Filter):
+    """Drops Celery's INFO lines about the sweep, which runs every few seconds and mostly
+    finds nothing to do: the worker's "Task saga.sweep[...] received" and "... succeeded in
+    0.003s" and beat's "Sending due task saga-sweep (saga.sweep)". Celery has no per-task log
+    level (whether it logs INFO at all is decided once per task type). The sweep's warnings
+    and errors stay; the engine logs a sweep that acted."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.levelno > logging.INFO:
+            return True
+        data = getattr(record, "data", None)
+        if isinstance(data, dict) and data.get("name") == SWEEP_TASK:
+            return False
+        args = record.args
+        return not (record.name == "celery.beat" and isinstance(args, tuple) and SWEEP_TASK in args)
+
+
+@signals.beat_init.connect
+def _beat_sends_no_task_events(sender: Any, **_: Any) -> None:
+    """Beat sends nothing but the sweep, every few seconds: no "task-sent" event for it, so
+    that monitors (Flower's task list) show sagas. The worker sends none for it either
+    (`send_events=False` on the task); `task_send_sent_event` stays on for everyone else."""
+    sender.app.conf.task_send_sent_event = False
 
 
 # Every saga task takes (saga_id, index, correlation_id): bind them to the log context for

@@ -24,6 +24,7 @@ import pytest
 import redis
 
 from demo.services import DemoServices, start_in_threads
+from sagas.settings import default_sweep_queue
 from tests.stubs import StubService
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -154,7 +155,8 @@ def worker_command(
     loglevel: str = "INFO",
     include: tuple[str, ...] = (),
 ) -> list[str]:
-    """The Celery worker command line the tests and benchmarks run."""
+    """The Celery worker command line the tests and benchmarks run: it consumes the steps'
+    queue and the sweep's (`<queue>.sweep`, as celeryconfig routes it for that queue)."""
     argv = [
         sys.executable,
         "-m",
@@ -163,7 +165,7 @@ def worker_command(
         "wsgi:celery_app",
         "worker",
         "-Q",
-        queue,
+        f"{queue},{default_sweep_queue(queue)}",
         "-P",
         pool,
         "-c",

@@ -273,8 +273,9 @@ def test_admission_control_keeps_running_sagas_under_the_limit(
 def test_beat_drives_the_sweep(
     engine: Any, worker: Worker, service_env: dict[str, str], stub: StubService, tmp_path: Any
 ) -> None:
-    """`saga-orchestrator beat` schedules the sweep and the worker runs it: a saga whose
-    message was lost completes with nobody calling the sweep by hand."""
+    """`saga-orchestrator beat` schedules the sweep and the worker runs it (from the sweep's
+    own queue): a saga whose message was lost completes with nobody calling the sweep by
+    hand. Neither the worker nor beat logs a line per sweep."""
     import os
     import subprocess
     import sys
@@ -285,11 +286,12 @@ def test_beat_drives_the_sweep(
     )
     sid = str(uuid.uuid4())
     engine.store.create(sid, definition, sid)
+    sweeps = int(engine.store.redis.hget(engine.store.keys.sweep, "count") or 0)
     cli = str(Path(sys.executable).parent / "saga-orchestrator")
     env = {**os.environ, **service_env, "SAGA_SWEEP_INTERVAL_SECONDS": "0.5"}
     with (tmp_path / "beat.log").open("wb") as log:
         beat = subprocess.Popen(
-            [cli, "beat", "--schedule", str(tmp_path / "schedule")],
+            [cli, "beat", "--loglevel", "INFO", "--schedule", str(tmp_path / "schedule")],
             env=env,
             cwd=tmp_path,
             stdout=log,
@@ -301,4 +303,6 @@ def test_beat_drives_the_sweep(
         beat.terminate()
         beat.wait(10)
     assert saga["status"] == "COMPLETED"
-    assert "Task saga.sweep" in worker.log_path.read_text()
+    assert int(engine.store.redis.hget(engine.store.keys.sweep, "count")) > sweeps
+    assert "Task saga.sweep" not in worker.log_path.read_text()  # received, succeeded
+    assert "Sending due task" not in (tmp_path / "beat.log").read_text()
