@@ -1,4 +1,8 @@
-"""`GET /` (service info) and `GET /health/` (Redis, workers, saga counts)."""
+"""`GET /` (service info) and `GET /health/` (every component with its evidence, saga counts).
+
+The figures come from `SagaEngine.health` (sagas/health.py); this module only shapes them
+for HTTP. `current_health()` is the body and status of `GET /health/`, for other pages too.
+"""
 
 from __future__ import annotations
 
@@ -7,7 +11,6 @@ from typing import Any
 from flask import current_app
 from flask.views import MethodView
 from marshmallow import fields
-from redis.exceptions import RedisError
 
 from app.blueprints.sagas import engine
 from app.extensions import Blueprint
@@ -25,14 +28,27 @@ class InfoSchema(StrictSchema):
 
 
 class HealthSchema(StrictSchema):
-    status = fields.String(metadata={"description": "healthy or unhealthy"})
-    redis = fields.String()
-    workers = fields.String()
+    status = fields.String(
+        metadata={
+            "description": "healthy; degraded (200: beat, the events consumer or the timers "
+            "need attention, see components); unhealthy (503: Redis unreachable or no worker)"
+        }
+    )
+    redis = fields.String(metadata={"description": "healthy or unreachable"})
+    workers = fields.String(metadata={"description": "healthy, no worker heartbeat, unknown"})
     workers_alive = fields.Integer()
     active_sagas = fields.Integer(metadata={"description": "RUNNING + COMPENSATING"})
     pending_sagas = fields.Integer()
     compensation_failed_sagas = fields.Integer(metadata={"description": "await a person"})
     version = fields.String()
+    components = fields.Dict(
+        keys=fields.String(),
+        values=fields.Dict(),
+        metadata={
+            "description": "redis, workers, beat, events, queues, timers: each "
+            "{status, ...evidence}, with a `reason` when not healthy (README, Health)"
+        },
+    )
 
 
 @blp.route("/")
@@ -55,27 +71,40 @@ class Info(MethodView):
         }
 
 
-@blp.route("/health/")
-class Health(MethodView):
-    @blp.response(200, HealthSchema)
-    @blp.alt_response(503, schema=HealthSchema, description="Redis or the workers unreachable")
-    def get(self) -> Any:
-        """Health: Redis reachable, at least one worker alive, saga counts (no key needed)"""
-        body: dict[str, Any] = {"version": VERSION, "redis": "healthy", "workers": "healthy"}
-        try:
-            counts = engine().counts()
-            alive = engine().workers_alive(current_app.config["WORKER_HEARTBEAT_SECONDS"])
-        except RedisError:
-            body.update(status="unhealthy", redis="unreachable", workers="unknown", workers_alive=0)
-            return body, 503
+def current_health() -> tuple[dict[str, Any], int]:
+    """The body of `GET /health/` and its HTTP status (503 when unhealthy, else 200)."""
+    report = engine().health(current_app.config["WORKER_HEARTBEAT_SECONDS"])
+    components = report.components
+    if "workers" not in components:  # Redis could not be read
+        workers = "unknown"
+    else:
+        workers = "healthy" if report.workers else "no worker heartbeat"
+    body: dict[str, Any] = {
+        "status": report.status,
+        "version": VERSION,
+        "redis": "healthy" if components["redis"]["status"] == "healthy" else "unreachable",
+        "workers": workers,
+        "workers_alive": len(report.workers),
+        "components": components,
+    }
+    if report.counts:
+        counts = report.counts
         body.update(
-            workers_alive=len(alive),
             active_sagas=counts["RUNNING"] + counts["COMPENSATING"],
             pending_sagas=counts["PENDING"],
             compensation_failed_sagas=counts["COMPENSATION_FAILED"],
         )
-        if not alive:
-            body.update(status="unhealthy", workers="no worker heartbeat")
-            return body, 503
-        body["status"] = "healthy"
-        return body, 200
+    return body, report.http_status
+
+
+@blp.route("/health/")
+class Health(MethodView):
+    @blp.response(200, HealthSchema)
+    @blp.alt_response(503, schema=HealthSchema, description="Redis unreachable or no worker")
+    def get(self) -> Any:
+        """Health of every component with its evidence, and saga counts (no key needed)
+
+        200 `healthy`, or `degraded` when beat (the sweep), the events consumer or the timers
+        need attention; 503 `unhealthy` when Redis is unreachable or no worker beats.
+        """
+        return current_health()

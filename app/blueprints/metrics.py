@@ -1,8 +1,10 @@
 """`GET /metrics` (JSON) and `GET /metrics/prometheus` (text exposition format).
 
 Saga figures come from the counters the Lua transitions keep in Redis, so they are right
-across every gunicorn and Celery process. HTTP request metrics come from
-prometheus-flask-exporter (multiprocess mode under gunicorn).
+across every gunicorn and Celery process; the health figures (sweep lag, events consumer,
+queue depths, timers, each component's status) from `SagaEngine.health`, read at scrape time
+too. HTTP request metrics come from prometheus-flask-exporter (multiprocess mode under
+gunicorn).
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ from app.blueprints.sagas import engine
 from app.extensions import Blueprint
 from app.schemas import StrictSchema
 from sagas.engine import SagaEngine
+from sagas.health import HEALTHY, HealthReport
 from sagas.store import DURATION_BUCKETS
 
 blp = Blueprint("metrics", __name__, url_prefix="/metrics", description="Metrics")
@@ -66,10 +69,12 @@ def summary(counters: dict[str, int], counts: dict[str, int]) -> dict[str, Any]:
 
 
 class SagaCollector:
-    """Saga metrics read from Redis at scrape time."""
+    """Saga and health metrics read from Redis at scrape time (a worker or events consumer
+    counts as alive if it beat within `heartbeat_seconds`)."""
 
-    def __init__(self, saga_engine: SagaEngine) -> None:
+    def __init__(self, saga_engine: SagaEngine, heartbeat_seconds: float = 15) -> None:
         self.engine = saga_engine
+        self.heartbeat_seconds = heartbeat_seconds
 
     def collect(self) -> Iterator[Any]:
         counters = self.engine.stats()
@@ -124,6 +129,58 @@ class SagaCollector:
             buckets.append(("+Inf", count))
             duration.add_metric([status], buckets, counters.get(f"duration_ms|{status}", 0) / 1000)
         yield duration
+        yield from health_metrics(self.engine.health(self.heartbeat_seconds))
+
+
+def health_metrics(report: HealthReport) -> Iterator[Any]:
+    """The figures of GET /health/ as gauges (README, Metrics)."""
+    c = report.components
+    healthy = GaugeMetricFamily(
+        "saga_component_healthy",
+        "1 when the component is healthy, 0 when degraded or unhealthy (GET /health/)",
+        labels=["component"],
+    )
+    for name, component in c.items():
+        healthy.add_metric([name], 1 if component["status"] == HEALTHY else 0)
+    yield healthy
+    if "workers" not in c:  # Redis could not be read: nothing more is known
+        return
+    yield GaugeMetricFamily(
+        "saga_workers_alive", "Workers with a recent heartbeat", len(report.workers)
+    )
+    beat = c["beat"]
+    lag = beat["lag_seconds"]
+    yield GaugeMetricFamily(
+        "saga_sweep_lag_seconds",
+        "Seconds since the last completed sweep (+Inf: none recorded)",
+        value=float("inf") if lag is None else lag,
+    )
+    yield CounterMetricFamily("saga_sweeps", "Sweeps completed", value=beat["sweeps"])
+    events = c["events"]
+    for name, key, text in (
+        ("saga_events_consumers", "consumers", "Event consumers with a recent heartbeat"),
+        ("saga_events_pending", "pending", "Events delivered to a consumer, not acknowledged"),
+        ("saga_events_lag", "lag", "Events in the stream not yet delivered to a consumer"),
+        ("saga_events_waiting_steps", "waiting_event_steps", "Event steps waiting for a reply"),
+    ):
+        yield GaugeMetricFamily(name, text, value=events[key])
+    depth = GaugeMetricFamily(
+        "saga_queue_depth", "Messages waiting in a broker queue", labels=["queue"]
+    )
+    for queue, n in c["queues"]["depths"].items():
+        depth.add_metric([queue], n)
+    yield depth
+    yield GaugeMetricFamily(
+        "saga_queue_unacked",
+        "Messages delivered to a worker and not yet acknowledged",
+        value=c["queues"]["unacked"],
+    )
+    yield GaugeMetricFamily(
+        "saga_oldest_due_timer_seconds",
+        "How overdue the oldest due timer (deadline, sign of life) is; 0 when none is due",
+        value=c["timers"]["oldest_overdue_seconds"],
+    )
+    yield GaugeMetricFamily("saga_timers_due", "Timers due now", value=c["timers"]["due"])
 
 
 class MetricsSchema(StrictSchema):
@@ -147,7 +204,7 @@ class PrometheusMetrics(MethodView):
     def get(self) -> Response:
         """Prometheus text exposition format (saga metrics and HTTP request metrics)"""
         sagas = CollectorRegistry(auto_describe=True)
-        sagas.register(SagaCollector(engine()))
+        sagas.register(SagaCollector(engine(), current_app.config["WORKER_HEARTBEAT_SECONDS"]))
         http = current_app.extensions["http_metrics_registry"]
         if http is None:  # gunicorn multiprocess mode
             http = CollectorRegistry()
