@@ -17,6 +17,7 @@ from app import config as app_config
 from app.auth import init_auth
 from app.errors import register_error_handlers
 from app.extensions import api
+from app.ui import init_ui
 from sagas.engine import SagaEngine
 from sagas.log import configure_logging
 
@@ -58,6 +59,7 @@ def create_app(config: Mapping[str, Any] | None = None, *, engine: SagaEngine) -
     register_blueprints(app)
     register_error_handlers(app)
     register_docs_assets(app)
+    init_ui(app)  # the dashboard at /ui (app/ui)
     return app
 
 

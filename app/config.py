@@ -18,6 +18,10 @@ def from_env(environ: Mapping[str, str] | None = None) -> dict[str, Any]:
         "MAX_CONTENT_LENGTH": _int(env, "SAGA_MAX_BODY_BYTES", 1024 * 1024),
         "IDEMPOTENCY_TTL_SECONDS": _int(env, "SAGA_IDEMPOTENCY_TTL_SECONDS", 24 * 3600),
         "WORKER_HEARTBEAT_SECONDS": _int(env, "SAGA_WORKER_HEARTBEAT_SECONDS", 15),
+        # The dashboard (app/ui); without SAGA_SECRET_KEY its secret derives from the keys.
+        "SECRET_KEY": env.get("SAGA_SECRET_KEY") or None,
+        "UI_SECURE_COOKIE": env.get("SAGA_UI_SECURE_COOKIE", "").lower() in ("1", "true", "yes"),
+        "UI_SESSION_HOURS": _int(env, "SAGA_UI_SESSION_HOURS", 8),
     }
 
 
