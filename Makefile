@@ -5,7 +5,7 @@ VENV   ?= .venv
 BIN     = $(VENV)/bin
 STAMP   = $(VENV)/.installed-$(shell cat setup.cfg pyproject.toml | cksum | cut -d' ' -f1)
 
-.PHONY: install install-bench redis-server postgres hey test chaos verify bench bench-smoke lint typecheck clean
+.PHONY: install install-bench redis-server postgres chromium hey test chaos verify bench bench-smoke lint typecheck clean
 
 install: $(STAMP)
 
@@ -29,6 +29,13 @@ postgres:
 	  echo "initdb not found: installing Debian's postgresql package"; \
 	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq postgresql; }
 
+# The dashboard's browser test (tests/test_ui_browser.py) drives Debian's chromium through
+# Playwright; nothing downloads a browser of its own.
+chromium:
+	@test -x /usr/bin/chromium || { \
+	  echo "chromium not found: installing Debian's chromium package"; \
+	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium; }
+
 # The API benchmark's load generator (Go, rate-limited, per-request CSV), from Debian.
 hey:
 	@command -v hey >/dev/null 2>&1 || { \
@@ -37,8 +44,8 @@ hey:
 
 # The default suite: real Redis (REDIS_URL if it answers, else a redis-server of its own),
 # real PostgreSQL (PARTICIPANT_POSTGRES_URL if it answers, else a server of its own), a real
-# Celery worker subprocess and real HTTP stub services.
-test: install redis-server postgres
+# Celery worker subprocess, real HTTP stub services, and Debian's chromium for the dashboard.
+test: install redis-server postgres chromium
 	$(BIN)/python -m pytest -m "not chaos" $(PYTEST_ARGS)
 
 chaos: install redis-server

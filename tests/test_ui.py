@@ -21,7 +21,7 @@ from flask import Flask
 from flask.testing import FlaskClient
 
 from app import create_app
-from app.ui import derived_secret
+from app.ui import derived_secret, present
 from sagas import overview
 from sagas.engine import SagaEngine
 from tests.test_repair import (
@@ -449,3 +449,21 @@ def test_htmx_is_served_by_the_app_as_vendored(app: Flask) -> None:
         assert hashlib.sha256(served.get_data()).hexdigest() == digest.group(1)
     with client.get("/ui/static/ui.css") as css:
         assert css.status_code == 200
+
+
+def test_long_runs_of_retry_entries_are_folded_and_none_is_lost() -> None:
+    def entry(event: str, step: str | None = "s1", **extra: Any) -> dict[str, Any]:
+        return {"event": event, "step": step, **extra}
+
+    retries = [entry("compensation_attempt"), entry("compensation_retry")] * 10
+    entries = [entry("created", None), *retries, entry("compensation_failed")]
+    folded = present.fold_history(entries)
+    folds = [item for item in folded if isinstance(item, present.Fold)]
+    assert len(folds) == 1 and len(folds[0].entries) == 20 - 2 * present.FOLD_KEEP
+    assert len(folded) == 1 + 2 * present.FOLD_KEEP + 1 + 1
+    shown = [
+        e for item in folded for e in (item.entries if isinstance(item, present.Fold) else [item])
+    ]
+    assert shown == entries  # in order, all of them
+    by_person = [entry("step_retry", actor="olivia")] * 8  # a person's entries stay in view
+    assert present.fold_history(by_person) == by_person

@@ -118,6 +118,48 @@ def glance(record: SagaRecord) -> Glance:
     return out
 
 
+# Entries a retrying step or compensation writes per attempt: a long run of them is folded.
+REPEATED_EVENTS = frozenset(
+    {"step_attempt", "step_retry", "compensation_attempt", "compensation_retry"}
+)
+FOLD_KEEP = 2  # entries shown at each end of a folded run
+
+
+@dataclass(frozen=True)
+class Fold:
+    """Consecutive retry entries of one step, shown collapsed (all of them, on demand)."""
+
+    step: str | None
+    entries: list[dict[str, Any]]
+
+
+def fold_history(entries: list[dict[str, Any]]) -> list[dict[str, Any] | Fold]:
+    """The history with each long run of retry entries of one step (no person's action in
+    it) folded in the middle: its first and last FOLD_KEEP entries stay in view."""
+    out: list[dict[str, Any] | Fold] = []
+    run: list[dict[str, Any]] = []
+
+    def flush() -> None:
+        if len(run) > 2 * FOLD_KEEP + 1:
+            out.extend(run[:FOLD_KEEP])
+            out.append(Fold(run[0].get("step"), run[FOLD_KEEP:-FOLD_KEEP]))
+            out.extend(run[-FOLD_KEEP:])
+        else:
+            out.extend(run)
+        run.clear()
+
+    for entry in entries:
+        repeated = entry["event"] in REPEATED_EVENTS and "actor" not in entry
+        if run and not (repeated and entry.get("step") == run[0].get("step")):
+            flush()
+        if repeated:
+            run.append(entry)
+        else:
+            out.append(entry)
+    flush()
+    return out
+
+
 @dataclass(frozen=True)
 class Paging:
     page: int

@@ -117,6 +117,7 @@ def helpers() -> dict[str, Any]:
         "may_act": who is not None and who.may(OPERATOR),
         "pretty": present.pretty,
         "evidence": present.evidence,
+        "is_fold": lambda item: isinstance(item, present.Fold),
         "when": present.when,
         "ago": present.ago,
         "duration": present.duration,
@@ -359,7 +360,7 @@ def saga_context(record: SagaRecord) -> dict[str, Any]:
             number: [a for a in actions if a.step_number == number]
             for number in range(1, len(record["steps"]) + 1)
         },
-        "history": engine().history(record["saga_id"]),
+        "history": present.fold_history(engine().history(record["saga_id"])),
         "live": record["status"] not in present.FINAL,
         "payload_json": json.dumps(record["payload"], indent=2, ensure_ascii=False),
     }
