@@ -236,3 +236,36 @@ def screenshots_dir() -> Path | None:
     path = Path(target) if Path(target).is_absolute() else ROOT / target
     path.mkdir(parents=True, exist_ok=True)
     return path
+
+
+def test_the_saga_page_follows_a_running_saga_but_keeps_what_is_being_typed(
+    api_url: str, browser: Any, engine: Any
+) -> None:
+    """While a person types a reason, the live refresh waits (static/ui.js); once the form
+    is left empty again, the page catches up with the saga."""
+    steps = [
+        {"name": f"slow_{i}", "action": {"service": "svc", "path": f"/slow/0.7/{i}"}}
+        for i in range(6)
+    ]
+    sid = engine.start({"saga_type": "slow", "steps": steps}).saga["saga_id"]
+    context = browser.new_context()
+    page = context.new_page()
+    page.set_default_timeout(30_000)
+    page.goto(f"{api_url}/ui/login")
+    page.fill("#key", OPERATOR_KEY)
+    page.click("button:has-text('Log in')")
+    page.goto(f"{api_url}/ui/sagas/{sid}")
+    page.wait_for_selector("#live[data-status='RUNNING']")
+    page.fill("#reason-compensate", "half typed")
+    page.locator("body").click(position={"x": 5, "y": 5})  # the field loses focus; text stays
+    wait_final(engine, sid, timeout=30)
+    time.sleep(3)  # a poll or two came due meanwhile
+    assert page.input_value("#reason-compensate") == "half typed"
+    assert page.get_attribute("#live", "data-status") == "RUNNING"  # held back
+    assert page.is_visible("#live.paused")  # and the page says so
+    page.fill("#reason-compensate", "")
+    page.locator("body").click(position={"x": 5, "y": 5})
+    page.wait_for_selector("#live[data-status='COMPLETED']")
+    assert page.get_attribute("#live", "hx-trigger") is None  # final: no more refreshes
+    assert page.input_value("#reason-compensate") == ""  # a COMPLETED saga's form, fresh
+    context.close()

@@ -20,8 +20,14 @@
 
   document.addEventListener("htmx:beforeRequest", function (evt) {
     var region = evt.detail && evt.detail.elt;
-    if (region && region.hasAttribute("data-poll") && busy(region)) {
+    if (!region || !region.hasAttribute("data-poll")) {
+      return;
+    }
+    if (busy(region)) {
       evt.preventDefault();
+      region.classList.add("paused"); // ui.css says so on the page
+    } else {
+      region.classList.remove("paused");
     }
   });
 })();
