@@ -4,7 +4,8 @@ A Hypothesis `RuleBasedStateMachine` plays every party that can change a saga: s
 compensation executions (each a Celery task run: begin, call, report, retry, be killed, be
 redelivered under the same task id, be duplicated under another), the sweep (with a clock
 that stands still unless the test moves it: `RedisStore(clock_key=...)`), the API (manual
-compensation, deletion) and the event consumer (replies early, late, duplicate, for another
+compensation, deletion, the repair actions: an undo resolved by hand or skipped, a retry
+asked for now) and the event consumer (replies early, late, duplicate, for another
 step, naming no step). Any transition call may lose its reply: the caller resends the same
 call (same call id) at once or later, after other parties acted. There is no Celery here,
 and no mock: every rule runs the real Lua transitions on the real Redis, and a ledger
@@ -17,6 +18,7 @@ a short profile; `make verify` runs the long one (`SAGA_MODEL_PROFILE=long`).
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import json
 import os
@@ -26,8 +28,9 @@ from typing import Any
 
 import pytest
 import redis
-from hypothesis import HealthCheck, settings
+from hypothesis import HealthCheck, event, settings
 from hypothesis import strategies as st
+from hypothesis.errors import InvalidArgument
 from hypothesis.stateful import (
     RuleBasedStateMachine,
     initialize,
@@ -135,6 +138,7 @@ class SagaProtocol(RuleBasedStateMachine):
         self.statuses: list[str] = []
         self.deleted = False
         self.compensate_asked_in: list[str] = []
+        self.skipped: set[int] = set()  # undos a person skipped: their effects may stand
 
     def teardown(self) -> None:
         for key in self.client.scan_iter(match=f"{self.prefix}*", count=1000):
@@ -498,6 +502,42 @@ class SagaProtocol(RuleBasedStateMachine):
             self.undo_acts(alive.index(ex))
             self.comp_reports(alive.index(ex), "done", False)
 
+    @precondition(lambda self: [e for e in self._runnable("comp") if not e.alive])
+    @rule(data=st.data(), acted=st.booleans())
+    def compensation_fails_through(self, data: st.DataObject, acted: bool) -> None:
+        """A compensation execution begins, maybe undoes, and fails for good, in one rule
+        (so that sagas needing a person, and the person's repairs, come up often)."""
+        ex = self._pick(data, [e for e in self._runnable("comp") if not e.alive])
+        self.comp_begins([e for e in self._runnable("comp") if not e.alive].index(ex), False)
+        if ex in self.execs and ex.alive:
+            alive = [e for e in self._runnable("comp") if e.alive]
+            if acted:
+                self.undo_acts(alive.index(ex))
+            self.comp_reports(alive.index(ex), "fail", False)
+
+    @precondition(
+        lambda self: [
+            e for e in self._runnable("step") if not e.alive and self.kinds[e.index] == "http"
+        ]
+    )
+    @rule(data=st.data(), acted=st.booleans())
+    def step_fails_and_waits_to_retry(self, data: st.DataObject, acted: bool) -> None:
+        """A step execution begins, maybe acts, and fails with a retry countdown, in one
+        rule (so that steps between attempts, and a person's retry now, come up often)."""
+        candidates = [
+            e for e in self._runnable("step") if not e.alive and self.kinds[e.index] == "http"
+        ]
+        ex = self._pick(data, candidates)
+        ready = [e for e in self._runnable("step") if not e.alive]
+        self.step_begins(ready.index(ex), False)
+        if ex in self.execs and ex.alive:
+            if acted:
+                self.service_acts([e for e in self._runnable("step") if e.alive].index(ex))
+            errors = [
+                e for e in self._runnable("step") if e.alive and self.kinds[e.index] == "http"
+            ]
+            self.step_reports_error(errors.index(ex), acted, False, False)
+
     @precondition(lambda self: self._waiting_steps())
     @rule(data=st.data(), named=st.booleans())
     def event_round_trip(self, data: st.DataObject, named: bool) -> None:
@@ -538,6 +578,59 @@ class SagaProtocol(RuleBasedStateMachine):
         if reply.code in ("compensate", "deferred") and status:
             self.compensate_asked_in.append(status)
         self._dispatch_comps(reply)
+
+    def _status_in(self, *statuses: str) -> bool:
+        return hasattr(self, "saga_id") and self._saga().get("status") in statuses
+
+    # Offered while the saga is being undone (elsewhere they are refused, which
+    # tests/test_repair.py covers), so that the search spends its examples where they act.
+    @precondition(
+        lambda self: any(self.has_undo) and self._status_in("COMPENSATING", "COMPENSATION_FAILED")
+    )
+    @rule(data=st.data(), skip=st.booleans(), lose=st.booleans())
+    def person_settles_an_undo(self, data: st.DataObject, skip: bool, lose: bool) -> None:
+        """A person resolves a step's undo by hand (they undid it outside: an undo effect) or
+        skips it (nothing to undo: the effect may stand), through the repair API."""
+        step = self._pick(data, [i for i in range(self.n) if self.has_undo[i]])
+        status = self._saga().get("status")
+        call = new_call_id()
+        args = [step, "skip" if skip else "resolve", "model", "operator"]
+        reply = self.store.transition("resolve", self.saga_id, args, call=call)
+        if lose:
+            reply = self.store.transition("resolve", self.saga_id, args, call=call)
+        note(f"person settles an undo: {reply.code}")
+        if reply.code in ("compensate", "ok"):
+            assert not self._any_alive(step), f"undo of step {step} settled during its attempt"
+            if skip:
+                self.skipped.add(step)
+            else:
+                self.world.act(step, undo=True)
+            if status:
+                self.compensate_asked_in.append(status)
+        self._dispatch_comps(reply)
+
+    def _running_steps(self) -> list[int]:
+        if not self._status_in("RUNNING"):
+            return []
+        saga = self._saga()
+        return [i for i in range(self.n) if saga.get(f"{i}:st") == "RUNNING"]
+
+    @precondition(lambda self: self._running_steps())
+    @rule(data=st.data(), lose=st.booleans())
+    def person_retries_now(self, data: st.DataObject, lose: bool) -> None:
+        """A person asks a step waiting out its retry countdown to try again now (refused
+        while its attempt is in flight): a new execution of the steps from there, while the
+        countdown's execution is still about."""
+        step = self._pick(data, self._running_steps())
+        call = new_call_id()
+        args = [step, "model", "operator"]
+        reply = self.store.transition("retry_now", self.saga_id, args, call=call)
+        if lose:
+            reply = self.store.transition("retry_now", self.saga_id, args, call=call)
+        note(f"person retries now: {reply.code}")
+        if reply.code == "redrive_steps":
+            assert not self._any_alive(step), f"step {step} retried during its attempt"
+            self._dispatch_steps(list(range(step, self.n)))
 
     @rule()
     def delete_requested(self) -> None:
@@ -647,7 +740,12 @@ class SagaProtocol(RuleBasedStateMachine):
                 assert done is None, f"step {i} took effect but FAILED as certain"
             if status == "COMPLETED":
                 assert done is not None and undone is None, i
-            if status == "COMPENSATED" and self.has_undo[i] and done is not None:
+            if (
+                status == "COMPENSATED"
+                and self.has_undo[i]
+                and done is not None
+                and i not in self.skipped
+            ):
                 assert undone is not None, f"step {i} took effect and was never undone"
 
     @invariant()
@@ -666,6 +764,13 @@ class SagaProtocol(RuleBasedStateMachine):
 
 
 MODEL_REDIS_URL = "redis://127.0.0.1:6379/0"
+
+
+def note(text: str) -> None:
+    """Count how often something happened (`--hypothesis-show-statistics`); nothing in a
+    replayed counterexample, which runs outside Hypothesis."""
+    with contextlib.suppress(InvalidArgument):
+        event(text)
 
 
 @pytest.fixture(autouse=True)
@@ -762,4 +867,26 @@ def test_counterexample_saga_deadline_during_an_attempt() -> None:
         ("service_acts", {"data": 0}),
         ("step_reports_success", {"data": 0, "lose": False}),
         ("compensation_runs_through", {"data": 0}),
+    )
+
+
+def test_counterexample_undo_resolved_by_hand_while_an_attempt_may_act() -> None:
+    """The saga's deadline fenced it while step 1's attempt was in flight; a person then
+    resolved step 1's undo by hand. Found by the model when resolve.lua's in-flight check was
+    taken out: the resolve was accepted while the attempt could still act (and the saga
+    ended COMPENSATED under it). Resolve and skip must wait for the attempt to end."""
+    replay(
+        (
+            "create",
+            {
+                "kinds": ["http", "http"],
+                "undo": [False, True, False],
+                "attempts": [1, 1, 1],
+                "saga_timeout_ms": 2600,
+            },
+        ),
+        ("step_runs_through", {"data": 0}),
+        ("step_begins", {"data": 0, "lose": False}),
+        ("time_jumps_to_the_next_moment", {}),
+        ("person_settles_an_undo", {"data": 0, "skip": False, "lose": False}),
     )
