@@ -890,3 +890,23 @@ def test_counterexample_undo_resolved_by_hand_while_an_attempt_may_act() -> None
         ("time_jumps_to_the_next_moment", {}),
         ("person_settles_an_undo", {"data": 0, "skip": False, "lose": False}),
     )
+
+
+def test_counterexample_retry_now_while_the_attempt_is_in_flight() -> None:
+    """A person asked for a retry now while the step's attempt was in flight. Found by the
+    model when retry_now.lua's open-attempt check was taken out: a second execution would
+    have run the step beside the first. Retry now is for a step between attempts only."""
+    replay(
+        (
+            "create",
+            {
+                "kinds": ["http", "http"],
+                "undo": [False, False, False],
+                "attempts": [1, 1, 1],
+                "saga_timeout_ms": 2600,
+            },
+        ),
+        ("time_jumps_to_the_next_moment", {}),
+        ("step_begins", {"data": 0, "lose": False}),
+        ("person_retries_now", {"data": 0, "lose": False}),
+    )
