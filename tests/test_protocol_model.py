@@ -143,6 +143,7 @@ class SagaProtocol(RuleBasedStateMachine):
     def teardown(self) -> None:
         for key in self.client.scan_iter(match=f"{self.prefix}*", count=1000):
             self.client.delete(key)
+        self.client.close()  # its connections, now: not left to the garbage collector
 
     # --- set-up ------------------------------------------------------------------------
     @initialize(
