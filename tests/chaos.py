@@ -24,7 +24,7 @@ import redis
 
 from sagas.settings import Settings
 from sagas.store import RedisStore
-from tests.conftest import ROOT, Worker, free_port
+from tests.conftest import ROOT, Worker, free_port, stop_process
 from tests.stubs import StubService
 
 CLI = str(Path(sys.executable).parent / "saga-orchestrator")
@@ -165,10 +165,7 @@ class Stack:
         for worker in self.workers:
             worker.stop()
         for proc in [*self.beats, *([self.api] if self.api else [])]:
-            try:
-                proc.wait(15)
-            except subprocess.TimeoutExpired:
-                proc.kill()
+            stop_process(proc, 15)
         self.client.close()
         try:
             r = redis.Redis.from_url(self.redis_url)

@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import signal
 import socket
 import subprocess
 import sys
@@ -29,6 +30,22 @@ from tests.stubs import StubService
 
 ROOT = Path(__file__).resolve().parent.parent
 FINAL = {"COMPLETED", "COMPENSATED", "COMPENSATION_FAILED"}
+
+
+def stop_process(
+    proc: subprocess.Popen[bytes], timeout: float = 20, signum: int = signal.SIGTERM
+) -> int:
+    """Ask a process to stop, SIGKILL it if it does not within `timeout`, and always reap it
+    (a Popen dropped while its child runs is a ResourceWarning, which the suite treats as an
+    error). Returns the exit code."""
+    if proc.poll() is None:
+        proc.send_signal(signum)
+        try:
+            proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+    return proc.returncode
 
 
 def free_port() -> int:
@@ -73,7 +90,7 @@ def start_redis_server(
                 return proc, url
         except redis.ConnectionError:
             time.sleep(0.05)
-    proc.kill()
+    stop_process(proc, 0)
     pytest.fail("redis-server did not start")
 
 
@@ -208,12 +225,8 @@ class Worker:
         return subprocess.Popen(argv, cwd=ROOT, env=self.env, stdout=log, stderr=subprocess.STDOUT)
 
     def stop(self) -> None:
-        if self.proc and self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(20)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
+        if self.proc:
+            stop_process(self.proc)
 
 
 @pytest.fixture(scope="session")

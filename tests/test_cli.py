@@ -10,7 +10,6 @@ from __future__ import annotations
 import base64
 import json
 import os
-import signal
 import subprocess
 import sys
 import time
@@ -22,7 +21,7 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.conftest import ROOT, free_port
+from tests.conftest import ROOT, free_port, stop_process
 
 CLI = Path(sys.executable).parent / "saga-orchestrator"
 COMMANDS = [
@@ -72,17 +71,6 @@ def spawn(
             stdout=out,
             stderr=subprocess.STDOUT,
         )
-
-
-def stop(proc: subprocess.Popen[bytes], timeout: float = 15) -> int:
-    if proc.poll() is None:
-        proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(timeout)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
-    return proc.returncode
 
 
 def wait_http(url: str, proc: subprocess.Popen[bytes], log: Path, timeout: float = 30) -> None:
@@ -246,7 +234,7 @@ def test_demo_services_serve_and_stop_on_sigterm(tmp_path: Path) -> None:
         for port in ports.values():
             wait_http(f"http://127.0.0.1:{port}/", proc, log)
     finally:
-        assert stop(proc) == 0, log.read_text()
+        assert stop_process(proc, 15) == 0, log.read_text()
 
 
 def test_beat_keeps_its_schedule_under_var(service_env: dict[str, str], tmp_path: Path) -> None:
@@ -259,7 +247,7 @@ def test_beat_keeps_its_schedule_under_var(service_env: dict[str, str], tmp_path
             assert time.time() < deadline, log.read_text()
             time.sleep(0.05)
     finally:
-        stop(proc)
+        stop_process(proc, 15)
     assert list((tmp_path / "var").glob("celerybeat-schedule*")), log.read_text()
 
 
@@ -296,7 +284,7 @@ def test_flower_requires_its_credentials_and_sees_the_tasks(
                 break
             assert time.time() < deadline, tasks
     finally:
-        stop(proc)
+        stop_process(proc, 15)
     text = log.read_text()
     assert password not in text
     assert base64.b64encode(f"ops:{password}".encode()).decode() not in text
@@ -319,10 +307,10 @@ def api_url(service_env: dict[str, str], tmp_path_factory: pytest.TempPathFactor
     try:
         wait_http(f"{url}/health/", proc, log)
     except BaseException:
-        stop(proc)
+        stop_process(proc, 15)
         raise
     yield url
-    assert stop(proc) == 0, log.read_text()[-3000:]
+    assert stop_process(proc, 15) == 0, log.read_text()[-3000:]
     # The metrics directory the command created for this run is gone with it.
     assert not list(workdir.glob("saga-prometheus-*")), list(workdir.iterdir())
     assert '"GET /health/ HTTP/1.1"' in log.read_text()  # gunicorn's access log on stdout

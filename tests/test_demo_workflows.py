@@ -23,7 +23,7 @@ import pytest
 
 from demo.services import DemoServices
 from sagas.templates import build_definition, list_templates
-from tests.conftest import ROOT, free_port
+from tests.conftest import ROOT, free_port, stop_process
 
 WORKFLOWS = [t["name"] for t in list_templates()]
 CONTACTS = [
@@ -613,6 +613,4 @@ def test_serve_answers_until_a_signal_then_exits_cleanly(signum: int) -> None:
         proc.send_signal(signum)
         assert proc.wait(10) == 0
     finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
+        stop_process(proc, 0)

@@ -17,7 +17,7 @@ import pytest
 import redis
 from prometheus_client.parser import text_string_to_metric_families
 
-from tests.conftest import ROOT, Worker, free_port
+from tests.conftest import ROOT, Worker, free_port, stop_process
 
 KEY = "e2e-key"
 CLI = str(Path(sys.executable).parent / "saga-orchestrator")
@@ -114,10 +114,7 @@ def stack(redis_url: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[
         for proc in procs:
             proc.terminate()
         for proc in procs:
-            try:
-                proc.wait(20)
-            except subprocess.TimeoutExpired:
-                proc.kill()
+            stop_process(proc)
         r = redis.Redis.from_url(redis_url)
         for key in r.scan_iter(match=f"{prefix}*", count=1000):
             r.delete(key)

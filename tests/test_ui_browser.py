@@ -26,7 +26,7 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.conftest import ROOT, free_port, wait_final
+from tests.conftest import ROOT, free_port, stop_process, wait_final
 from tests.stubs import StubService
 
 CHROMIUM = "/usr/bin/chromium"
@@ -87,11 +87,7 @@ def api_url(
         TIMINGS["api start"] = time.monotonic() - started
         yield url
     finally:
-        proc.terminate()
-        try:
-            proc.wait(20)
-        except subprocess.TimeoutExpired:
-            proc.kill()
+        stop_process(proc)
     text = log.read_text()
     assert "Traceback" not in text, text[-3000:]
 
