@@ -312,8 +312,7 @@ class Executions:
             except placeholders.MissingValue as exc:
                 message = (
                     f"compensation of step {step['name']!r} needs {{{{{exc.text}}}}}, which "
-                    "has no value: the step's outcome is uncertain and it left no output; "
-                    "resolve it by hand"
+                    f"has no value: {exc.why}; resolve it by hand"
                 )
                 return self._comp_transition(saga_id, index, lease, _cfail(message))
             except placeholders.RenderError as exc:

@@ -47,10 +47,13 @@ class RenderError(LookupError):
 
 
 class MissingValue(RenderError):
-    """The referenced value does not exist at render time."""
+    """The referenced value does not exist at render time; `why` says where the lookup
+    stopped (no output at all, or which field is missing and which ones exist)."""
 
-    def __init__(self, text: str) -> None:
-        super().__init__(text, f"placeholder {{{{{text}}}}} has no value")
+    def __init__(self, text: str, why: str = "") -> None:
+        message = f"placeholder {{{{{text}}}}} has no value"
+        super().__init__(text, f"{message}: {why}" if why else message)
+        self.why = why
 
 
 class UnsafeValue(RenderError):
@@ -114,21 +117,34 @@ def lookup(ref: Reference, context: Mapping[str, Any]) -> Any:
     """The value `ref` points at in `context` (`payload`, `steps` name -> output, `saga`)."""
     if ref.root == "steps":
         steps = context["steps"]
-        if ref.step not in steps:
-            raise MissingValue(ref.text)
+        if steps.get(ref.step) is None:
+            raise MissingValue(ref.text, f"step {ref.step!r} left no output")
         current = steps[ref.step]
+        where = f"the output of step {ref.step!r}"
     else:
         current = context[ref.root]
+        where = ref.root
     for segment in ref.path:
         if isinstance(current, Mapping) and segment in current:
             current = current[segment]
         elif isinstance(current, list) and segment.isdigit() and int(segment) < len(current):
             current = current[int(segment)]
         else:
-            raise MissingValue(ref.text)
+            raise MissingValue(ref.text, _absent(where, segment, current))
+        where = f"{where}.{segment}"
     if current is None and ref.root == "steps":
-        raise MissingValue(ref.text)
+        raise MissingValue(ref.text, f"{where} is null")
     return current
+
+
+def _absent(where: str, segment: str, value: Any) -> str:
+    """Why `segment` cannot be read from `value` (at `where`), with what is there instead."""
+    if isinstance(value, Mapping):
+        fields = ", ".join(sorted(map(str, value))[:20]) or "none"
+        return f"{where} has no field {segment!r} (its fields: {fields})"
+    if isinstance(value, list):
+        return f"{where} is a list of {len(value)}, without index {segment!r}"
+    return f"{where} is {type(value).__name__}, not an object with {segment!r}"
 
 
 def _as_text(value: Any) -> str:

@@ -253,6 +253,7 @@ def test_uncertain_step_whose_undo_needs_its_output_awaits_a_person(run: Any) ->
     assert saga["status"] == "COMPENSATION_FAILED"
     assert saga["compensation_failure"]["step"] == "b"
     assert "steps.b.output.id" in saga["steps"][0]["compensation"]["error"]
+    assert "step 'b' left no output" in saga["steps"][0]["compensation"]["error"]
 
 
 def test_missing_output_placeholder_fails_before_any_call(run: Any, stub: StubService) -> None:

@@ -57,6 +57,27 @@ def test_missing_value_names_the_placeholder(text: str) -> None:
 
 
 @pytest.mark.parametrize(
+    ("text", "why"),
+    [
+        ("{{steps.b.output.id}}", "step 'b' left no output"),
+        (
+            "{{steps.a.output.user_id}}",
+            "the output of step 'a' has no field 'user_id' (its fields: deep, id)",
+        ),
+        ("{{payload.user.tags.5}}", "payload.user.tags is a list of 2, without index '5'"),
+        ("{{payload.n.x}}", "payload.n is int, not an object with 'x'"),
+    ],
+)
+def test_missing_value_says_where_the_lookup_stopped(text: str, why: str) -> None:
+    """The person who must repair a failed undo learns what is there instead: an output that
+    has other fields is not an output that is missing."""
+    with pytest.raises(MissingValue) as caught:
+        render({"x": text}, CONTEXT)
+    assert caught.value.why == why
+    assert str(caught.value).endswith(f"has no value: {why}")
+
+
+@pytest.mark.parametrize(
     ("path", "value", "text"),
     [
         ("/invoices/{{payload.v}}", "..", "payload.v"),
