@@ -1,11 +1,12 @@
-"""Redis memory per finished saga, and `GET /saga` latency with many sagas stored.
+"""Redis memory per finished saga, and `GET /saga` and dashboard latency with many sagas stored.
 
     python -m bench.listing [--sizes 100000 1000000] [--queries 100]
 
 Fills a fresh redis-server (AOF everysec) with five-step `builtin.noop` sagas through the
 store's real Lua transitions, pipelined (no worker: executing a million sagas through Celery
 would take hours here, and listing only reads what the transitions wrote). At each size it
-measures `used_memory` per saga and times the listing queries through a real gunicorn API.
+measures `used_memory` per saga and times the listing queries and the dashboard's pages
+(`/ui`, logged in as a person would be) through a real gunicorn API.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
 import shutil
 import statistics
 import subprocess
@@ -141,6 +143,48 @@ def time_queries(base: str, created: tuple[int, int], size: int, repeat: int) ->
     return out
 
 
+def dashboard_pages(created: tuple[int, int], size: int, saga_id: str) -> dict[str, str]:
+    """The dashboard's pages timed: what a person opens at 3 a.m., and what the pages fetch
+    every few seconds while they are open."""
+    windowed = queries(created, size)["status + created window"]  # status=COMPLETED&...
+    return {
+        "overview": "/ui/",
+        "overview, live part": "/ui/overview/live",
+        "list, no filter": "/ui/sagas",
+        "list, status + created window": f"/ui/sagas?{windowed}",
+        "list rows, saga_type + status": "/ui/sagas/rows?saga_type=type0&status=COMPENSATED",
+        "a saga": f"/ui/sagas/{saga_id}",
+    }
+
+
+def time_dashboard(
+    base: str, created: tuple[int, int], size: int, saga_id: str, repeat: int
+) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    with httpx.Client(base_url=base, timeout=30) as client:
+        form = client.get("/ui/login").text
+        token = re.search(r'name="csrf_token" value="([^"]+)"', form)
+        assert token is not None, "no CSRF token on the login form"
+        answer = client.post("/ui/login", data={"key": KEY, "csrf_token": token.group(1)})
+        assert answer.status_code == 302, answer.text[:500]
+        for name, path in dashboard_pages(created, size, saga_id).items():
+            live = {"HX-Request": "true"} if "live" in path or "/rows" in path else {}
+            latencies = []
+            for _ in range(repeat):
+                t0 = time.perf_counter()
+                response = client.get(path, headers=live)
+                latencies.append(time.perf_counter() - t0)
+                assert response.status_code == 200, (path, response.status_code)
+            q = statistics.quantiles(latencies, n=100)
+            out[name] = {
+                "path": path,
+                "bytes": len(response.content),
+                "p50_ms": round(q[49] * 1000, 2),
+                "p99_ms": round(q[98] * 1000, 2),
+            }
+    return out
+
+
 def start_api(env: dict[str, str]) -> tuple[subprocess.Popen[bytes], str]:
     port = free_port()
     cli = str(Path(sys.executable).parent / "saga-orchestrator")
@@ -210,6 +254,13 @@ def main() -> None:
                 "redis_used_memory_bytes": used,
                 "bytes_per_saga": round((used - baseline) / size),
                 "queries": time_queries(base, created, size, args.queries),  # type: ignore[arg-type]
+                "dashboard": time_dashboard(
+                    base,
+                    created,  # type: ignore[arg-type]
+                    size,
+                    str(client.zrange(store.keys.all, size // 2, size // 2)[0]),
+                    args.queries,
+                ),
             }
             results["sizes"].append(entry)
             print(json.dumps(entry, indent=2), flush=True)
