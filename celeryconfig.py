@@ -53,8 +53,11 @@ task_queues = tuple(
 )
 task_routes = {"saga.sweep": {"queue": _settings.sweep_queue}}
 task_track_started = False
-worker_send_task_events = True
-task_send_sent_event = True
+# Task events are what Flower shows; SAGA_TASK_EVENTS=0 (a deployment without Flower) saves
+# their cost on every step and compensation task. A running Flower turns them back on in the
+# workers (its --enable-events, on by default).
+worker_send_task_events = _settings.task_events
+task_send_sent_event = _settings.task_events
 worker_hijack_root_logger = False
 enable_utc = True
 imports = ("tasks.steps", "tasks.sweep")

@@ -58,6 +58,9 @@ class Settings:
     # How often a Redis client resends a command after a connection error or timeout
     # (exponential backoff, about 15 s in all with 12); then the execution retries later.
     redis_retries: int = 12
+    # Celery task events (task-sent/-received/-succeeded...): what Flower shows. Off, a
+    # deployment without Flower saves their cost on every task of a step and compensation.
+    task_events: bool = True
 
     def __post_init__(self) -> None:
         if not self.sweep_queue:
@@ -115,6 +118,7 @@ class Settings:
             ),
             attempt_grace_seconds=_number(env, "SAGA_ATTEMPT_GRACE_SECONDS", 10, minimum=0.5),
             redis_retries=int(_number(env, "SAGA_REDIS_RETRIES", 12, minimum=0)),
+            task_events=_switch(env, "SAGA_TASK_EVENTS", True),
         )
 
 
@@ -135,6 +139,17 @@ def _number(env: Mapping[str, str], name: str, default: float, minimum: float = 
     if value < minimum:
         raise ConfigurationError(f"{name}={raw!r} must be at least {minimum}")
     return value
+
+
+def _switch(env: Mapping[str, str], name: str, default: bool) -> bool:
+    raw = env.get(name, "").strip().lower()
+    if raw == "":
+        return default
+    if raw in ("1", "true", "yes", "on"):
+        return True
+    if raw in ("0", "false", "no", "off"):
+        return False
+    raise ConfigurationError(f"{name}={raw!r} must be 1 or 0 (true/false, yes/no, on/off)")
 
 
 def _redis_url(env: Mapping[str, str]) -> str:

@@ -189,3 +189,17 @@ def test_workflows_complete_and_compensate_over_http(stack: dict[str, Any]) -> N
     )
     requests = [v for (name, labels), v in samples.items() if name == "flask_http_request_total"]
     assert sum(requests) >= 4  # counted across the gunicorn workers (multiprocess mode)
+
+
+@pytest.mark.parametrize(("switch", "shown"), [("0", "OFF"), ("1", "ON")])
+def test_a_worker_sends_task_events_as_saga_task_events_says(
+    service_env: dict[str, str], tmp_path: Path, switch: str, shown: str
+) -> None:
+    """SAGA_TASK_EVENTS reaches a real worker through celeryconfig (its banner says what it
+    does); a queue of its own, so that it takes no other test's work."""
+    env = {**service_env, "SAGA_QUEUE": f"{service_env['SAGA_QUEUE']}-events{switch}"}
+    worker = Worker({**env, "SAGA_TASK_EVENTS": switch}, tmp_path / "worker.log", 1).start()
+    try:
+        assert f"task events: {shown}" in worker.log_path.read_text()
+    finally:
+        worker.stop()

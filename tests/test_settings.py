@@ -74,3 +74,17 @@ def test_invalid_environment_names_the_variable(env: dict[str, str], names: str)
     """A wrong variable stops start-up with an error that names it."""
     with pytest.raises(ConfigurationError, match=names):
         Settings.from_env(env)
+
+
+@pytest.mark.parametrize(
+    ("raw", "expected"), [("", True), ("1", True), ("on", True), ("0", False), ("False", False)]
+)
+def test_task_events_switch(raw: str, expected: bool) -> None:
+    """SAGA_TASK_EVENTS: on by default (Flower shows them), off for a deployment without it;
+    celeryconfig hands it to the workers."""
+    assert Settings.from_env({"SAGA_TASK_EVENTS": raw}).task_events is expected
+
+
+def test_a_switch_that_is_neither_on_nor_off_names_the_variable() -> None:
+    with pytest.raises(ConfigurationError, match="SAGA_TASK_EVENTS='maybe' must be 1 or 0"):
+        Settings.from_env({"SAGA_TASK_EVENTS": "maybe"})
