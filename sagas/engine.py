@@ -97,7 +97,7 @@ class SweepReport:
     admitted: int = 0  # PENDING sagas started
     events_reclaimed: int = 0  # stream entries of dead consumers, applied
     events_dead: int = 0  # stream entries delivered too often: dead letters
-    expired: int = 0  # finished sagas deleted after SAGA_RETENTION_SECONDS
+    expired: int = 0  # finished sagas (and webhook dead letters) deleted after retention
     webhooks_redriven: int = 0  # outbox entries sent again (claim or countdown passed)
 
     @property
@@ -305,6 +305,7 @@ class SagaEngine:
             for saga_id in self.store.finished_before(horizon, limit):
                 if self.store.delete(saga_id).code == "deleted":
                     report.expired += 1
+            report.expired += self.webhooks.expire(horizon)
         finally:
             self.store.unlock("sweep", token)
         record_sweep(self.store, time.monotonic() - started)

@@ -45,7 +45,7 @@ if TYPE_CHECKING:
 log = logging.getLogger("sagas.webhooks")
 
 MAX_ERROR = 500  # characters of an attempt's error kept on the entry
-SCRIPTS = ("webhook_claim", "webhook_result", "webhook_redrive", "webhook_retry")
+SCRIPTS = ("webhook_claim", "webhook_result", "webhook_redrive", "webhook_retry", "webhook_expire")
 REDRIVE_BATCH = 500  # outbox entries one sweep sends again at most
 
 
@@ -256,6 +256,14 @@ class Webhooks:
             log.warning("sweep: webhook re-driven", extra={"webhook_id": str(text(webhook_id))})
             self._send(str(text(webhook_id)), 0)
         return len(ids)
+
+    def expire(self, horizon_ms: int) -> int:
+        """Delete dead letters that died before `horizon_ms` (SAGA_RETENTION_SECONDS ago)."""
+        deleted = self._scripts["webhook_expire"](
+            keys=[self.keys.webhooks_dead],
+            args=[horizon_ms, REDRIVE_BATCH, self.keys.webhook("")],
+        )
+        return int(deleted)
 
     def dead_letters(self, limit: int) -> list[dict[str, Any]]:
         """Dead letters, newest first: what was tried, never the body's secrets (there are

@@ -461,3 +461,39 @@ def test_retrying_a_pending_webhook_is_a_conflict(engine: SagaEngine) -> None:
             engine.webhooks.retry(f"conflict-{saga_id}")
     finally:
         engine.store.redis.delete(key)
+
+
+def test_compensation_failed_then_repaired_gets_two_webhooks(
+    engine: SagaEngine, receiver: WebhookReceiver
+) -> None:
+    definition = saga("/ok/repaired", fail=True)
+    definition["steps"][0]["compensation"] = {"task": "test.fail", "args": {"message": "locked"}}
+    saga_id = start(engine, definition)
+    assert wait_final(engine, saga_id)["status"] == "COMPENSATION_FAILED"
+    [failed] = receiver.wait(saga_id)
+    assert failed.webhook_id == f"saga_{saga_id}_compensation_failed"
+    data = Webhook(NEW).verify(failed.body, failed.headers)["data"]
+    assert data["compensation_failure"]["step"] == "reserve"
+    assert data["steps"][0]["compensation"]["error"] == "locked"
+    assert data["finished_at"] is None  # not finished: a person has to act
+    engine.repairs.resolve(saga_id, "reserve", "undone by hand", "oncall")
+    assert wait_final(engine, saga_id)["status"] == "COMPENSATED"
+    _, repaired = receiver.wait(saga_id, 2)
+    assert repaired.webhook_id == f"saga_{saga_id}_compensated"
+    assert json.loads(repaired.body)["data"]["compensation_failure"] is None
+
+
+def test_dead_letters_past_retention_are_deleted(engine: SagaEngine) -> None:
+    keys = engine.store.keys
+    old, new = f"expire-old-{uuid.uuid4().hex}", f"expire-new-{uuid.uuid4().hex}"
+    now = engine.store.now_ms()
+    for webhook_id, at in ((old, now - 10_000), (new, now)):
+        engine.store.redis.hset(
+            keys.webhook(webhook_id), mapping={"id": webhook_id, "state": "dead"}
+        )
+        engine.store.redis.zadd(keys.webhooks_dead, {webhook_id: at})
+    assert engine.webhooks.expire(now - 5_000) == 1
+    assert not engine.store.redis.exists(keys.webhook(old))
+    assert engine.store.redis.zscore(keys.webhooks_dead, new) is not None
+    engine.store.redis.delete(keys.webhook(new))
+    engine.store.redis.zrem(keys.webhooks_dead, new)
