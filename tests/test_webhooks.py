@@ -497,3 +497,37 @@ def test_dead_letters_past_retention_are_deleted(engine: SagaEngine) -> None:
     assert engine.store.redis.zscore(keys.webhooks_dead, new) is not None
     engine.store.redis.delete(keys.webhook(new))
     engine.store.redis.zrem(keys.webhooks_dead, new)
+
+
+def test_the_cli_lists_a_dead_letter_and_sends_it_again(
+    engine: SagaEngine, receiver: WebhookReceiver
+) -> None:
+    from tests.test_cli_repair import OPERATOR as OP_KEY
+    from tests.test_cli_repair import READER as READ_KEY
+    from tests.test_cli_repair import run, serve
+
+    receiver.down.set()
+    try:
+        saga_id = start(engine, saga("/down/cli"))
+        webhook_id = f"saga_{saga_id}_completed"
+        deadline = time.time() + 15
+        while webhook_id not in [d["id"] for d in engine.webhooks.dead_letters(500)]:
+            assert time.time() < deadline, receiver.of(saga_id)
+            time.sleep(0.1)
+    finally:
+        receiver.down.clear()
+    with serve(engine) as url:
+        listed = run("webhooks", "dead-letters", "--url", url, "--api-key", READ_KEY)
+        assert listed.returncode == 0, listed.stderr
+        assert webhook_id in listed.stdout and "HTTP 503" in listed.stdout
+        as_json = run("webhooks", "dead-letters", "--json", "--url", url, "--api-key", READ_KEY)
+        assert webhook_id in [i["id"] for i in json.loads(as_json.stdout)["items"]]
+        refused = run("webhooks", "retry", webhook_id, "--url", url, "--api-key", READ_KEY)
+        assert refused.returncode == 1 and "operator" in refused.stderr, refused.stderr
+        sent = run("webhooks", "retry", webhook_id, "--url", url, "--api-key", OP_KEY)
+        assert sent.returncode == 0, sent.stderr
+        assert f"Webhook {webhook_id} is being sent again." in sent.stdout
+        again = run("webhooks", "retry", webhook_id, "--url", url, "--api-key", OP_KEY)
+    assert again.returncode == 1  # pending (409) or delivered already (404)
+    got = receiver.wait(saga_id)
+    assert got[-1].status == 200 and got[-1].webhook_id == webhook_id
