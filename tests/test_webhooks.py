@@ -531,3 +531,24 @@ def test_the_cli_lists_a_dead_letter_and_sends_it_again(
     assert again.returncode == 1  # pending (409) or delivered already (404)
     got = receiver.wait(saga_id)
     assert got[-1].status == 200 and got[-1].webhook_id == webhook_id
+
+
+def test_a_template_default_webhook_is_used_and_a_definition_overrides_it(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    import dataclasses
+
+    from sagas import templates
+    from sagas.definition import parse_definition
+
+    name = "user_registration"
+    webhook = {"service": "hooks", "path": "/users/registered"}
+    patched = dataclasses.replace(templates._TEMPLATES[name], webhook=webhook)
+    monkeypatch.setitem(templates._TEMPLATES, name, patched)
+    built = templates.build_definition(name, {"email": "ada@example.com", "name": "Ada"})
+    assert built["webhook"] == webhook
+    services = {"auth": "http://127.0.0.1:9", "notification": "http://127.0.0.1:9"}
+    settings = settings_with(SAGA_SERVICES=json.dumps({**services, "hooks": "http://127.0.0.1:9"}))
+    target = parse_definition(built, settings).webhook
+    assert target is not None and target.to_json() == webhook
+    assert parse_definition({**built, "webhook": None}, settings).webhook is None
