@@ -177,13 +177,14 @@ class Webhooks:
         fields = {str(text(k)): str(text(v)) for k, v in zip(reply[2::2], reply[3::2], strict=True)}
         target = json.loads(fields["target"])
         with bound(saga_id=fields["saga"], webhook_id=webhook_id):
-            status_code, error = self._post(webhook_id, target, fields)
+            status_code, error, retry_after = self._post(webhook_id, target, fields)
             outcome = "delivered" if error is None else "failed"
+            cap = self.settings.webhook_max_backoff_seconds
             wait = backoff(
                 attempt,
                 self.settings.webhook_backoff_seconds,
-                self.settings.webhook_max_backoff_seconds,
-                None,
+                cap,
+                None if retry_after is None else min(retry_after, cap),
             )
             result = self._scripts["webhook_result"](
                 keys=[entry_key, self.keys.webhooks_due, self.keys.webhooks_dead, self.keys.stats],
@@ -213,13 +214,17 @@ class Webhooks:
 
     def _post(
         self, webhook_id: str, target: Mapping[str, str], fields: Mapping[str, str]
-    ) -> tuple[int | None, str | None]:
-        """POST the signed body: (status code or None, error or None when delivered)."""
+    ) -> tuple[int | None, str | None, float | None]:
+        """POST the signed body: (status code or None, error or None when delivered, the
+        receiver's Retry-After in seconds if it sent one)."""
         base = self.settings.services.get(target["service"])
         secrets = self.settings.webhook_secrets.get(target["service"])
         if base is None or not secrets:
-            return None, f"service {target['service']!r} has no URL or no secret any more"
-        body = dumps(body_of(fields)).encode()
+            return None, f"service {target['service']!r} has no URL or no secret any more", None
+        try:
+            body = dumps(body_of(fields)).encode()
+        except (KeyError, ValueError, TypeError) as exc:  # a bug: end as a dead letter
+            return None, f"the body could not be built: {exc!r}", None
         at = datetime.now(UTC)
         headers = {
             "content-type": "application/json",
@@ -232,10 +237,12 @@ class Webhooks:
         try:
             response = self._http().post(base + target["path"], content=body, headers=headers)
         except httpx.HTTPError as exc:
-            return None, f"{type(exc).__name__}: {exc}"
+            return None, f"{type(exc).__name__}: {exc}", None
         if 200 <= response.status_code < 300:
-            return response.status_code, None
-        return response.status_code, f"HTTP {response.status_code}"
+            return response.status_code, None, None
+        retry_after = response.headers.get("retry-after", "")
+        wait = float(retry_after) if retry_after.isdigit() else None
+        return response.status_code, f"HTTP {response.status_code}", wait
 
     def _http(self) -> httpx.Client:
         if self._client is None:

@@ -216,6 +216,15 @@ def test_503s_are_retried_with_the_same_id_and_body(
     assert all(gap >= 0.05 for gap in gaps), gaps  # backoff: 0.1 s doubling, equal jitter
 
 
+def test_a_receivers_retry_after_is_honoured(engine: SagaEngine, receiver: WebhookReceiver) -> None:
+    saga_id = start(engine, saga("/busy/1/orders"))
+    first, second = receiver.wait(saga_id)
+    assert (first.status, second.status) == (429, 200)
+    # Retry-After: 1, capped by SAGA_WEBHOOK_MAX_BACKOFF_SECONDS (0.3 here); the backoff
+    # alone would wait 0.05-0.1 s.
+    assert second.at - first.at >= 0.29
+
+
 def test_dead_letter_listed_then_retried_from_the_api(
     engine: SagaEngine, receiver: WebhookReceiver
 ) -> None:

@@ -4,6 +4,7 @@ records what it got. Behaviour by path:
   /ok/...          200
   /fail/<n>/...    503 for the first n requests of each webhook-id, then 200
   /down/...        503 while `receiver.down` is set, else 200
+  /busy/<n>/...    429 with Retry-After: 1 for the first n requests of each webhook-id
   /hold/...        the first request of each webhook-id waits until `receiver.release` is
                    set (or 30 s), then 200; later ones answer 200 at once
 """
@@ -91,12 +92,16 @@ class WebhookReceiver:
             seen = self._seen[headers.get("webhook-id", "")]
         got.status = self._answer(request.path, seen)
         response = Response('{"ok": true}', status=got.status, mimetype="application/json")
+        if got.status == 429:
+            response.headers["Retry-After"] = "1"
         return response(environ, start_response)
 
     def _answer(self, path: str, seen: int) -> int:
         parts = path.strip("/").split("/")
         if parts[0] == "fail" and seen <= int(parts[1]):
             return 503
+        if parts[0] == "busy" and seen <= int(parts[1]):
+            return 429
         if parts[0] == "down" and self.down.is_set():
             return 503
         if parts[0] == "hold" and seen == 1:
