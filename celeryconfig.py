@@ -60,7 +60,7 @@ worker_send_task_events = _settings.task_events
 task_send_sent_event = _settings.task_events
 worker_hijack_root_logger = False
 enable_utc = True
-imports = ("tasks.steps", "tasks.sweep")
+imports = ("tasks.steps", "tasks.sweep", "tasks.webhooks")
 
 # Celery beat only schedules the sweep; a worker runs it. A sweep not started within one
 # interval (workers down) expires instead of piling up; the next one does the same work.

@@ -79,6 +79,10 @@ class SagaSchema(Schema):
     reruns = fields.List(
         fields.String(), metadata={"description": "the sagas that ran this one again"}
     )
+    webhook = fields.Dict(
+        allow_none=True,
+        metadata={"description": "the completion webhook {service, path}, or null"},
+    )
 
 
 class StartHeadersSchema(Schema):

@@ -3,7 +3,8 @@
 Component commands (`api`, `worker`, `beat`, `events`, `flower`, `demo-services`, in
 components.py) pass unknown options through to gunicorn, Celery or Flower. Client commands
 (`start`, `status`, `list`, `compensate` in sagas.py; the repair commands `actions`,
-`history`, `resolve`, `skip`, `retry`, `cancel`, `rerun` in repair.py) call the API over HTTP
+`history`, `resolve`, `skip`, `retry`, `cancel`, `rerun` in repair.py; `webhooks
+dead-letters|retry` in webhooks.py) call the API over HTTP
 (client.py) and show its answers (render.py); they import httpx and rich only when they run,
 so that `--help` and the component commands start fast. Keep it so: at module level, this
 package imports click and the standard library only.
@@ -16,6 +17,7 @@ import click
 from saga_cli.components import api, beat, demo_services, events, flower, worker
 from saga_cli.repair import actions, cancel, history, rerun, resolve, retry, skip
 from saga_cli.sagas import compensate, list_sagas, start, status
+from saga_cli.webhooks import webhooks
 
 __all__ = ["main"]
 
@@ -28,6 +30,7 @@ def main() -> None:
     Components: api, worker, beat, events, flower, demo-services.
     API client: start, status, list, compensate.
     Repair (operator key, --reason): actions, history, resolve, skip, retry, cancel, rerun.
+    Completion webhooks: webhooks dead-letters, webhooks retry ID (operator key).
     """
 
 
@@ -49,5 +52,6 @@ for command in (
     retry,
     cancel,
     rerun,
+    webhooks,
 ):
     main.add_command(command)

@@ -26,6 +26,7 @@ from sagas.placeholders import (
 )
 from sagas.registry import get_task
 from sagas.settings import Settings
+from sagas.webhook_target import WebhookTarget, parse_target
 
 NAME = re.compile(r"^[A-Za-z][A-Za-z0-9_-]{0,63}$")
 SAGA_TYPE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.:-]{0,99}$")
@@ -93,6 +94,7 @@ class SagaDefinition:
     correlation_id: str | None
     timeout_seconds: float
     steps: tuple[StepDefinition, ...]
+    webhook: WebhookTarget | None = None  # the completion webhook (sagas/webhooks.py)
 
 
 def parse_definition(data: Any, settings: Settings) -> SagaDefinition:
@@ -144,7 +146,12 @@ def parse_definition(data: Any, settings: Settings) -> SagaDefinition:
         for kind, action in (("action", step.action), ("compensation", step.compensation)):
             if action is not None and action.kind == "http":
                 _check_path_values(action.spec["path"], f"steps[{index}].{kind}.path", known)
-    return SagaDefinition(saga_type, dict(payload), correlation_id, saga_timeout, tuple(steps))
+    # A definition's own "webhook" (null: none) wins over the deployment's SAGA_WEBHOOK.
+    raw_webhook = data.get("webhook", settings.webhook)
+    webhook = parse_target(raw_webhook, "webhook", settings)
+    return SagaDefinition(
+        saga_type, dict(payload), correlation_id, saga_timeout, tuple(steps), webhook
+    )
 
 
 def is_correlation_id(value: Any) -> bool:

@@ -28,6 +28,7 @@ from sagas.model import SagaRecord, SagaStatus
 from sagas.repair import Repairs
 from sagas.settings import Settings
 from sagas.store import Idempotency, ListQuery, RedisStore, Reply
+from sagas.webhooks import Webhooks
 
 __all__ = [
     "Continue",
@@ -66,6 +67,10 @@ class Dispatcher(Protocol):
         names: Sequence[str],
     ) -> None: ...
 
+    def send_webhook(self, webhook_id: str, countdown: float, time_limit: float) -> None:
+        """Deliver outbox entry `webhook_id` in `countdown` seconds (sagas/webhooks.py)."""
+        ...
+
 
 def execution_name(saga_type: str, step: str, undo: bool = False) -> str:
     """The name a person sees for one execution (Flower's task list, the worker's log
@@ -92,7 +97,8 @@ class SweepReport:
     admitted: int = 0  # PENDING sagas started
     events_reclaimed: int = 0  # stream entries of dead consumers, applied
     events_dead: int = 0  # stream entries delivered too often: dead letters
-    expired: int = 0  # finished sagas deleted after SAGA_RETENTION_SECONDS
+    expired: int = 0  # finished sagas (and webhook dead letters) deleted after retention
+    webhooks_redriven: int = 0  # outbox entries sent again (claim or countdown passed)
 
     @property
     def acted(self) -> bool:
@@ -117,6 +123,8 @@ class SagaEngine:
         self.events = EventBus(self)
         self.executions = Executions(self)
         self.repairs = Repairs(self)
+        self.webhooks = Webhooks(self)
+        self.webhooks.default_target()  # a bad SAGA_WEBHOOK stops the process here
 
     # --- starting and reading --------------------------------------------------------
     def start(
@@ -292,10 +300,12 @@ class SagaEngine:
                 self._act_on(timer, report)
             report.admitted = len(self.admit())
             report.events_reclaimed, report.events_dead = self.events.reclaim()
+            report.webhooks_redriven = self.webhooks.redrive()
             horizon = self.store.now_ms() - self.settings.retention_seconds * 1000
             for saga_id in self.store.finished_before(horizon, limit):
                 if self.store.delete(saga_id).code == "deleted":
                     report.expired += 1
+            report.expired += self.webhooks.expire(horizon)
         finally:
             self.store.unlock("sweep", token)
         record_sweep(self.store, time.monotonic() - started)

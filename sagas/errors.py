@@ -210,3 +210,23 @@ def _rebuild_step_failed(message: str, uncertain: bool, reason: str, recorded: b
 
 def _rebuild_compensation_failed(message: str, recorded: bool) -> CompensationFailed:
     return CompensationFailed(message, recorded=recorded)
+
+
+# --- completion webhooks (sagas/webhooks.py) ---------------------------------------------
+class WebhookNotFound(SagaError):
+    """No outbox entry with this id (never written, or delivered: delivered ones are deleted)."""
+
+    def __init__(self, webhook_id: str) -> None:
+        super().__init__(f"webhook {webhook_id!r} not found (delivered, or never queued)")
+        self.webhook_id = webhook_id
+
+
+class WebhookNotDead(SagaError):
+    """The webhook is still being delivered: only a dead letter can be retried (HTTP 409)."""
+
+    def __init__(self, webhook_id: str, state: str) -> None:
+        super().__init__(
+            f"webhook {webhook_id!r} is {state}, not a dead letter: it is being retried"
+        )
+        self.webhook_id = webhook_id
+        self.state = state

@@ -25,6 +25,9 @@ class Keys:
         self.commands = f"{prefix}stream:commands"  # outgoing: event steps' commands
         self.unmatched = f"{prefix}stream:unmatched"  # events no saga awaited
         self.dead = f"{prefix}stream:dead"  # events that failed too often (poison)
+        # Completion webhooks (sagas/webhooks.py; lua/lib.lua flush_outbox writes them):
+        self.webhooks_due = f"{prefix}webhooks:due"  # id -> when the sweep sends it (ms)
+        self.webhooks_dead = f"{prefix}webhooks:dead"  # id -> when it became a dead letter
 
     def saga(self, saga_id: str) -> str:
         return f"{self.prefix}{{{saga_id}}}"
@@ -45,6 +48,10 @@ class Keys:
     def correlation(self, correlation_id: str) -> str:
         """Sagas given this correlation id (not those whose id stands in for one)."""
         return f"{self.prefix}idx:corr:{correlation_id}"
+
+    def webhook(self, webhook_id: str) -> str:
+        """An outbox entry (hash); lua/lib.lua derives the same name."""
+        return f"{self.prefix}webhook:{webhook_id}"
 
     def definition(self, digest: str) -> str:
         return f"{self.prefix}def:{digest}"

@@ -77,6 +77,7 @@ def document(h: dict[str, str]) -> SagaRecord:
         "steps": steps,
         "rerun_of": h.get("rerun_of") or None,
         "reruns": json.loads(h["reruns"]) if h.get("reruns") else [],
+        "webhook": json.loads(h["wh"]) if h.get("wh") else None,
     }
 
 

@@ -213,6 +213,7 @@ class Repairs:
                 "steps": self.store.definition_of(old["saga_id"]),
             }
         base["correlation_id"] = old["correlation_id"]
+        base["webhook"] = old["webhook"]  # the original's (None: none)
         return base
 
     @staticmethod

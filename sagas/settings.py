@@ -5,11 +5,15 @@ Every component (API, worker, beat, CLI) builds one `Settings` with `Settings.fr
 
 from __future__ import annotations
 
+import base64
+import binascii
 import json
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from urllib.parse import quote, urlsplit, urlunsplit
+
+from standardwebhooks.webhooks import EmptyWebhookSecretError, Webhook
 
 from sagas.errors import ConfigurationError
 
@@ -61,6 +65,14 @@ class Settings:
     # Celery task events (task-sent/-received/-succeeded...): what Flower shows. Off, a
     # deployment without Flower saves their cost on every task of a step and compensation.
     task_events: bool = True
+    # Completion webhooks (sagas/webhooks.py). Secrets per service, newest first: every one
+    # signs each delivery (rotation); never logged, never shown (repr=False).
+    webhook_secrets: Mapping[str, tuple[str, ...]] = field(default_factory=dict, repr=False)
+    webhook: Mapping[str, str] | None = None  # the deployment's default {service, path}
+    webhook_max_seconds: float = 86400  # retried this long after the status, then a dead letter
+    webhook_timeout_seconds: float = 10  # one delivery attempt
+    webhook_backoff_seconds: float = 1.0  # first retry; doubles per attempt, with jitter
+    webhook_max_backoff_seconds: float = 600
 
     def __post_init__(self) -> None:
         if not self.sweep_queue:
@@ -76,6 +88,8 @@ class Settings:
             ("SAGA_STEP_TIMEOUT_SECONDS", self.step_timeout_seconds, grace),
             ("COMPENSATION_TIMEOUT_SECONDS", self.compensation_timeout_seconds, grace),
             ("SAGA_RETRY_MAX_BACKOFF_SECONDS", self.retry_max_backoff_seconds, ""),
+            ("SAGA_WEBHOOK_TIMEOUT_SECONDS", self.webhook_timeout_seconds, grace),
+            ("SAGA_WEBHOOK_MAX_BACKOFF_SECONDS", self.webhook_max_backoff_seconds, ""),
         ):
             total = value + (self.attempt_grace_seconds if extra else 0)
             if total >= vt:
@@ -119,6 +133,12 @@ class Settings:
             attempt_grace_seconds=_number(env, "SAGA_ATTEMPT_GRACE_SECONDS", 10, minimum=0.5),
             redis_retries=int(_number(env, "SAGA_REDIS_RETRIES", 12, minimum=0)),
             task_events=_switch(env, "SAGA_TASK_EVENTS", True),
+            webhook_secrets=_webhook_secrets(env),
+            webhook=_webhook(env),
+            webhook_max_seconds=_number(env, "SAGA_WEBHOOK_MAX_SECONDS", 86400),
+            webhook_timeout_seconds=_number(env, "SAGA_WEBHOOK_TIMEOUT_SECONDS", 10),
+            webhook_backoff_seconds=_number(env, "SAGA_WEBHOOK_BACKOFF_SECONDS", 1.0),
+            webhook_max_backoff_seconds=_number(env, "SAGA_WEBHOOK_MAX_BACKOFF_SECONDS", 600),
         )
 
 
@@ -186,3 +206,66 @@ def _services(env: Mapping[str, str]) -> dict[str, str]:
             raise ConfigurationError(f"service {name!r}: a base URL has no query or fragment")
         services[name] = str(base).rstrip("/")
     return services
+
+
+# Secrets a service may sign with at once: the current one and those being rotated out.
+MAX_WEBHOOK_SECRETS = 4
+
+
+def _webhook_secrets(env: Mapping[str, str]) -> dict[str, tuple[str, ...]]:
+    """SAGA_WEBHOOK_SECRETS: {"service": ["whsec_...", ...]}. Errors never quote a secret."""
+    name = "SAGA_WEBHOOK_SECRETS"
+    try:
+        raw = json.loads(env.get(name, "") or "{}")
+    except json.JSONDecodeError:
+        raise ConfigurationError(f"{name} is not JSON") from None  # the text holds secrets
+    if not isinstance(raw, dict):
+        raise ConfigurationError(f"{name} must be a JSON object: service -> [secret, ...]")
+    secrets: dict[str, tuple[str, ...]] = {}
+    for service, values in raw.items():
+        if isinstance(values, str):
+            values = [values]
+        if (
+            not isinstance(values, list)
+            or not 1 <= len(values) <= MAX_WEBHOOK_SECRETS
+            or not all(isinstance(v, str) for v in values)
+        ):
+            raise ConfigurationError(
+                f"{name}: service {service!r} needs a list of 1 to {MAX_WEBHOOK_SECRETS} secrets"
+            )
+        for k, value in enumerate(values):
+            if not _is_webhook_secret(value):
+                raise ConfigurationError(
+                    f"{name}: secret {k + 1} of service {service!r} is not a Standard Webhooks "
+                    "secret ('whsec_' + base64 of 24 to 64 random bytes)"
+                )
+        secrets[str(service)] = tuple(values)
+    return secrets
+
+
+def _webhook(env: Mapping[str, str]) -> dict[str, str] | None:
+    """SAGA_WEBHOOK: the default {"service", "path"} of sagas that name none (the engine
+    checks it against the registered services and secrets when it starts)."""
+    raw = env.get("SAGA_WEBHOOK", "")
+    if not raw:
+        return None
+    try:
+        value = json.loads(raw)
+    except json.JSONDecodeError as exc:
+        raise ConfigurationError(f"SAGA_WEBHOOK is not JSON: {exc}") from None
+    if not isinstance(value, dict):
+        raise ConfigurationError('SAGA_WEBHOOK must be a JSON object {"service", "path"}')
+    return value
+
+
+def _is_webhook_secret(value: str) -> bool:
+    """`whsec_` + strict base64 of 24 to 64 bytes, as the Standard Webhooks spec has it, and
+    accepted by the library (whose own decoding is lenient: it skips stray characters)."""
+    if not value.startswith("whsec_"):
+        return False
+    try:
+        key = base64.b64decode(value[len("whsec_") :], validate=True)
+        Webhook(value)
+    except (binascii.Error, ValueError, EmptyWebhookSecretError):
+        return False
+    return 24 <= len(key) <= 64

@@ -19,7 +19,7 @@ from __future__ import annotations
 import hashlib
 import json
 import uuid
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from importlib import resources
 from typing import Any
@@ -75,6 +75,8 @@ class Reply:
 
     code: str
     values: list[Any]
+    # Completion webhooks the transition queued in the outbox (lua/lib.lua flush_outbox).
+    webhooks: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -142,6 +144,7 @@ class RedisStore:
         redrive_after_seconds: float = 60,
         max_running: int = 100,
         clock_key: str = "",
+        webhook_redrive_seconds: float = 60,
     ):
         self.redis = client
         self.keys = Keys(prefix)
@@ -156,12 +159,16 @@ class RedisStore:
             .replace("__MAX_RUNNING__", str(int(max_running)))
             .replace("__KEY_PREFIX__", "".join(f"\\{b}" for b in prefix.encode()))
             .replace("__CLOCK_KEY__", "".join(f"\\{b}" for b in clock_key.encode()))
+            .replace("__WEBHOOK_REDRIVE_MS__", str(int(webhook_redrive_seconds * 1000)))
         )
         self._scripts = {
             **{name: client.register_script(_transition(lib, name)) for name in TRANSITIONS},
             **{name: client.register_script(_read(name)) for name in STANDALONE},
         }
         self._definitions: dict[str, list[dict[str, Any]]] = {}  # digest -> steps
+        # Called with the ids of the webhooks a transition queued (sagas/webhooks.py sends
+        # them); without one, the sweep finds them once they are due.
+        self.on_webhooks: Callable[[Sequence[str]], None] | None = None
 
     def transition(
         self,
@@ -176,7 +183,13 @@ class RedisStore:
         after a lost reply) gets the first call's reply and changes nothing (lib.lua)."""
         keys = [*self.keys.transition(saga_id), *extra_keys]
         raw = self._invoke(name, keys, [*args, call or new_call_id()])
-        return Reply(text(raw[0]), [None if v is None else str(text(v)) for v in raw[1:]])
+        webhooks: tuple[str, ...] = ()
+        if raw and isinstance(raw[-1], list):  # appended by lib.lua flush_outbox
+            webhooks = tuple(str(text(w)) for w in raw.pop())
+            if webhooks and self.on_webhooks is not None:
+                self.on_webhooks(webhooks)
+        values = [None if v is None else str(text(v)) for v in raw[1:]]
+        return Reply(text(raw[0]), values, webhooks)
 
     def _invoke(self, name: str, keys: list[str], args: list[Any]) -> Any:
         """Run script `name` (a subclass may queue it on a pipeline instead)."""
@@ -209,6 +222,7 @@ class RedisStore:
             idempotency.ttl_seconds if idempotency else 0,
             digest,
             dumps(origin) if origin else "",
+            dumps(definition.webhook.to_json()) if definition.webhook else "",
         ]
         for step in definition.steps:
             awaited = step.action.spec.get("await", {}) if step.action.kind == "event" else {}
@@ -608,7 +622,7 @@ def _transition(lib: str, name: str) -> str:
         "local again = remembered()\n"
         "if again then return again end\n"
         "local version = redis.call('HGET', SAGA, 'ver')\n"
-        "return remember(body(), version)\n"
+        "return remember(flush_outbox(body()), version)\n"
     )
 
 

@@ -423,6 +423,9 @@ class _Template:
     description: str
     steps: list[dict[str, Any]]
     payload_schema: dict[str, Any]
+    # The completion webhook of its sagas ({"service", "path"}, sagas/webhooks.py); None:
+    # the deployment's SAGA_WEBHOOK, if set.
+    webhook: dict[str, str] | None = None
 
     def to_json(self) -> dict[str, Any]:
         return copy.deepcopy(
@@ -640,6 +643,8 @@ def build_definition(
                 action = step["action"]
                 action["data" if "event" in action else "body"]["demo_fail"] = True
     definition: dict[str, Any] = {"saga_type": workflow, "payload": data, "steps": steps}
+    if template.webhook is not None:
+        definition["webhook"] = dict(template.webhook)
     if correlation_id is not None:
         definition["correlation_id"] = correlation_id
     return definition

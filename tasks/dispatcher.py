@@ -57,6 +57,13 @@ class CeleryDispatcher:
             on_compensation_error.s(),
         )
 
+    def send_webhook(self, webhook_id: str, countdown: float, time_limit: float) -> None:
+        from tasks.webhooks import deliver_webhook
+
+        deliver_webhook.si(webhook_id).set(time_limit=time_limit).apply_async(
+            countdown=countdown or None, queue=self.queue
+        )
+
     def _send(self, signatures: list[Signature], errback: Signature) -> None:
         if not signatures:
             return

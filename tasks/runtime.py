@@ -32,6 +32,7 @@ def build_engine(settings: Settings) -> SagaEngine:
         settings.history_limit,
         redrive_after_seconds=settings.redrive_after_seconds,
         max_running=settings.max_concurrent_sagas,
+        webhook_redrive_seconds=settings.webhook_timeout_seconds + settings.attempt_grace_seconds,
     )
     return SagaEngine(
         store, CeleryDispatcher(settings.queue), ActionExecutor(settings.services), settings

@@ -37,6 +37,7 @@ def summary(counters: dict[str, int], counts: dict[str, int]) -> dict[str, Any]:
     refinished: dict[str, dict[str, int]] = defaultdict(dict)
     steps: dict[str, int] = {}
     compensations: dict[str, int] = {}
+    webhooks: dict[str, int] = {}
     durations: dict[str, dict[str, float]] = defaultdict(dict)
     for key, value in counters.items():
         kind, _, rest = key.partition("|")
@@ -49,6 +50,8 @@ def summary(counters: dict[str, int], counts: dict[str, int]) -> dict[str, Any]:
             steps[rest] = value
         elif kind == "compensations":
             compensations[rest] = value
+        elif kind == "webhooks":
+            webhooks[rest] = value
         elif kind in ("duration_ms", "duration_count"):
             durations[rest]["sum_seconds" if kind == "duration_ms" else "count"] = (
                 value / 1000 if kind == "duration_ms" else value
@@ -64,6 +67,7 @@ def summary(counters: dict[str, int], counts: dict[str, int]) -> dict[str, Any]:
         },
         "steps": steps,
         "compensations": compensations,
+        "webhooks": webhooks,
         "durations": dict(durations),
     }
 
@@ -107,6 +111,7 @@ class SagaCollector:
             elif kind == "compensations":
                 comps.add_metric([rest], value)
         yield from (started, finished, again, steps, comps)
+        yield from webhook_metrics(counters, self.engine.webhooks.counts())
         by_status = GaugeMetricFamily("saga_sagas", "Sagas by current status", labels=["status"])
         for status, count in counts.items():
             by_status.add_metric([status], count)
@@ -130,6 +135,27 @@ class SagaCollector:
             duration.add_metric([status], buckets, counters.get(f"duration_ms|{status}", 0) / 1000)
         yield duration
         yield from health_metrics(self.engine.health(self.heartbeat_seconds))
+
+
+def webhook_metrics(counters: dict[str, int], counts: dict[str, int]) -> Iterator[Any]:
+    """Completion webhooks (sagas/webhooks.py): attempts by outcome, the outbox, dead letters."""
+    outcomes = CounterMetricFamily(
+        "saga_webhooks",
+        "Completion webhooks: queued (outbox entries written), delivered, failed (attempts "
+        "that failed), dead (dead letters made)",
+        labels=["outcome"],
+    )
+    for outcome in ("queued", "delivered", "failed", "dead"):
+        outcomes.add_metric([outcome], counters.get(f"webhooks|{outcome}", 0))
+    yield outcomes
+    yield GaugeMetricFamily(
+        "saga_webhooks_pending", "Webhooks waiting to be delivered", value=counts["pending"]
+    )
+    yield GaugeMetricFamily(
+        "saga_webhooks_dead_letters",
+        "Webhooks not delivered within SAGA_WEBHOOK_MAX_SECONDS",
+        value=counts["dead_letters"],
+    )
 
 
 def health_metrics(report: HealthReport) -> Iterator[Any]:
@@ -187,6 +213,7 @@ class MetricsSchema(StrictSchema):
     sagas = fields.Dict()
     steps = fields.Dict()
     compensations = fields.Dict()
+    webhooks = fields.Dict()
     durations = fields.Dict()
 
 

@@ -52,6 +52,13 @@ class ActionSchema(StrictSchema):
     await_ = fields.Dict(data_key="await", attribute="await")
 
 
+class WebhookTargetSchema(StrictSchema):
+    """A registered service and a fixed path on it: never a URL."""
+
+    service = fields.String(metadata={"description": "a registered service's name"})
+    path = fields.String(metadata={"description": "starts with '/'; no placeholders"})
+
+
 class StepDefinitionSchema(StrictSchema):
     name = fields.String(required=True)
     action = fields.Nested(ActionSchema, required=True)
@@ -66,6 +73,11 @@ class SagaDefinitionSchema(StrictSchema):
     correlation_id = correlation_id_field("default: the saga id")
     timeout_seconds = fields.Float()
     steps = fields.List(fields.Nested(StepDefinitionSchema), required=True)
+    webhook = fields.Nested(
+        WebhookTargetSchema,
+        allow_none=True,
+        metadata={"description": "completion webhook (default: SAGA_WEBHOOK); null: none"},
+    )
 
 
 class CompensateSchema(StrictSchema):

@@ -49,6 +49,8 @@ local TRANSIENT_STEP = {lease = true, clease = true, dl = true, cdl = true, to =
 -- Tests only: a key holding the time (epoch ms) that a test sets and moves forward instead
 -- of sleeping ("" in production: Redis's own clock).
 local CLOCK_KEY = "__CLOCK_KEY__"
+-- Final statuses this transition reached, for its webhooks (flush_outbox, below).
+local NOTIFY = {}
 
 -- Redis's clock: epoch ms, and the microseconds within that ms.
 local function clock()
@@ -170,6 +172,7 @@ end
 -- COMPLETED saga compensated by request, a COMPENSATION_FAILED one retried) counts in
 -- `refinished|...` instead, so that finished sagas never outnumber started ones.
 local function count_final(now, status)
+  NOTIFY[#NOTIFY + 1] = status
   if get('fin') then
     stat('refinished|' .. get('type') .. '|' .. status)
     return
@@ -182,6 +185,48 @@ local function count_final(now, status)
   for _, le in ipairs(DURATION_BUCKETS) do
     if ms <= le * 1000 then stat('duration_bucket|' .. status .. '|' .. le) end
   end
+end
+
+-- Completion webhooks (sagas/webhooks.py): a saga whose field "wh" names a target ({service,
+-- path}, set at creation) gets one outbox entry per final status it reaches, written by the
+-- transition that reaches it. `count_final` notes the status; the store's wrapper calls
+-- `flush_outbox` once the script's body is done, so that the entry's snapshot is the saga as
+-- that transition leaves it (version, history, repack included). Entry: hash
+-- <prefix>webhook:<id>, due in <prefix>webhooks:due (by then the sweep sends it if no
+-- execution has); id "saga_<saga id>_<status>" ("_2", "_3"... when the saga reaches that
+-- status again: only COMPENSATION_FAILED can). The ids go back to the caller appended to
+-- the reply (RedisStore strips them), so it can enqueue the sends at once.
+local WEBHOOK_REDRIVE_MS = __WEBHOOK_REDRIVE_MS__
+local function flush_outbox(reply)
+  if #NOTIFY == 0 or redis.call('EXISTS', SAGA) == 0 then return reply end
+  local target = get('wh')
+  if not target then return reply end
+  local all = redis.call('HGETALL', SAGA)
+  local snapshot = {}
+  for k = 1, #all, 2 do
+    local field = all[k]
+    -- Not sent: the payload and the outputs (the receiver may read them with GET /saga/{id}).
+    if field ~= 'payload' and field ~= 'lr' and field ~= 'lc' and not string.match(field, ':out$')
+    then
+      snapshot[field] = all[k + 1]
+    end
+  end
+  local ids = {}
+  local now = tonumber(get('updated'))
+  for _, status in ipairs(NOTIFY) do
+    local count = redis.call('HINCRBY', SAGA, 'whn:' .. status, 1)
+    local id = 'saga_' .. saga_id() .. '_' .. string.lower(status)
+    if count > 1 then id = id .. '_' .. count end
+    snapshot.status = status
+    redis.call('HSET', KEY_PREFIX .. 'webhook:' .. id, 'id', id, 'saga', saga_id(),
+      'status', status, 'target', target, 'saga_hash', cjson.encode(snapshot), 'created', now,
+      'since', now, 'attempts', 0, 'state', 'pending')
+    redis.call('ZADD', KEY_PREFIX .. 'webhooks:due', now + WEBHOOK_REDRIVE_MS, id)
+    stat('webhooks|queued')
+    ids[#ids + 1] = id
+  end
+  reply[#reply + 1] = ids
+  return reply
 end
 
 -- Enter a final status (COMPLETED or COMPENSATED): stamp, count, index for retention.
