@@ -26,6 +26,7 @@ from typing import Any, TypeVar
 
 from flask import Flask, current_app, g, jsonify, request
 from flask.typing import ResponseReturnValue
+from werkzeug.routing import RequestRedirect
 
 from sagas.errors import ConfigurationError
 
@@ -37,9 +38,11 @@ _RANK = {role: rank for rank, role in enumerate(ROLES)}
 _ENTRY = re.compile(r"^(?P<name>[A-Za-z0-9._-]{1,64}):(?P<role>[a-z]+):(?P<key>.+)$")
 READ_METHODS = ("GET", "HEAD", "OPTIONS")
 
-# Open to anyone: liveness for load balancers, and the API's own documentation. The
-# dashboard's pages check their own session (app/ui).
-PUBLIC = (("GET", "/health/"), ("GET", "/openapi.json"))
+# Open to anyone: the service's address (name, version, links), liveness for load
+# balancers, and the API's own documentation. The dashboard's pages check their own session
+# (app/ui). A request that routing redirects (`/health` -> `/health/`) is let through too:
+# the redirect reveals nothing, and the target is checked when it is asked for.
+PUBLIC = (("GET", "/"), ("HEAD", "/"), ("GET", "/health/"), ("GET", "/openapi.json"))
 PUBLIC_PREFIXES = ("/docs", "/ui")
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -189,6 +192,8 @@ def _presented_key() -> str | None:
 
 def _check_key() -> ResponseReturnValue | None:
     if (request.method, request.path) in PUBLIC or request.path.startswith(PUBLIC_PREFIXES):
+        return None
+    if isinstance(request.routing_exception, RequestRedirect):
         return None
     presented = _presented_key()
     principal = identify(presented)
