@@ -110,16 +110,23 @@ def _digest(secret: str) -> str:
     return hashlib.sha256(secret.encode()).hexdigest()
 
 
+def configured_keys(entries: Iterable[str], allow_anonymous: bool) -> list[ApiKey]:
+    """The keys of `SAGA_API_KEYS`; raises `ConfigurationError` when they are malformed, or
+    empty without `SAGA_ALLOW_ANONYMOUS` (`saga-orchestrator api` asks before it binds)."""
+    keys = parse_keys(entries)
+    if not keys and not allow_anonymous:
+        raise ConfigurationError(
+            "SAGA_API_KEYS is empty: set API keys (NAME:ROLE:KEY entries, or a bare KEY), "
+            "or SAGA_ALLOW_ANONYMOUS=1 to run without authentication (local development only)"
+        )
+    return keys
+
+
 def init_auth(app: Flask) -> None:
     """Refuse to start without keys unless anonymous access was switched on explicitly."""
-    keys = parse_keys(app.config["API_KEYS"])
+    keys = configured_keys(app.config["API_KEYS"], app.config["ALLOW_ANONYMOUS"])
     app.extensions["saga_api_keys"] = keys
     if not keys:
-        if not app.config["ALLOW_ANONYMOUS"]:
-            raise ConfigurationError(
-                "SAGA_API_KEYS is empty: set API keys, or SAGA_ALLOW_ANONYMOUS=1 to run "
-                "without authentication (local development only)"
-            )
         log.warning("SAGA_ALLOW_ANONYMOUS is on: the API accepts requests without a key")
     app.before_request(_check_key)
 
