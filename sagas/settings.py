@@ -1,4 +1,4 @@
-"""Configuration from the environment: names and defaults of CONTRACT.md, plus our own.
+"""Configuration from the environment (docs/configuration.md lists every variable).
 
 Every component (API, worker, beat, CLI) builds one `Settings` with `Settings.from_env()`.
 """
