@@ -124,9 +124,9 @@ _ERRORS = {
         "missing or invalid API key: send `X-API-Key: <key>` or `Authorization: Bearer <key>`",
     ),
     403: ("Forbidden", "the key 'dashboard' has the role 'reader'; this request needs 'admin'"),
-    404: ("Not Found", f"no saga with id {SAGA_ID!r}"),
+    404: ("Not Found", f"saga {SAGA_ID!r} not found"),
     409: ("Conflict", "the saga is COMPENSATED: nothing to compensate"),
-    413: ("Request Entity Too Large", "the request body is larger than 1048576 bytes"),
+    413: ("Request Entity Too Large", "The data value transmitted exceeds the capacity limit."),
     415: (
         "Unsupported Media Type",
         "a request body must be JSON: send it with `Content-Type: application/json`",

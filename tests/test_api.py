@@ -1,4 +1,4 @@
-"""The REST API of CONTRACT.md: every endpoint row, its error cases and the auth rules.
+"""The REST API of docs/api.md: every endpoint row, its error cases and the auth rules.
 
 The app runs in-process (Flask test client) over the real engine, Redis and Celery worker.
 """
@@ -482,7 +482,7 @@ def test_metrics_json_and_prometheus_match_the_sagas_run(client: FlaskClient) ->
 
 
 def test_openapi_documents_every_contract_path(client: FlaskClient) -> None:
-    """/openapi.json describes every endpoint of CONTRACT.md with its methods."""
+    """/openapi.json describes every endpoint of docs/api.md with its methods."""
     spec = json.loads(client.get("/openapi.json").data)
     paths = {p: set(ops) for p, ops in spec["paths"].items()}
     expected = {
