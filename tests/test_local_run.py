@@ -120,3 +120,15 @@ def test_the_tour_shows_what_each_command_prints() -> None:
     assert not re.search(r"^# (202|200) ", tour, flags=re.M), tour
     fail = tour.split('"fail_at"')[1]
     assert "saga-orchestrator status" in fail.split("COMPENSATED")[0]
+
+
+def test_the_trigger_example_shows_the_saga_id_its_event_name_derives() -> None:
+    """The saga id of a named trigger event is a function of its name: the docs show the
+    one the command really gets."""
+    from sagas.events import trigger_saga_id
+
+    text = (ROOT / "docs" / "local-run.md").read_text()
+    (name,) = re.findall(r"-H 'Idempotency-Key: ([^']+)'", text)
+    shown = re.search(r'\{"event_id":"([^"]+)","matched_sagas":\["([0-9a-f-]+)"\]\}', text)
+    assert shown is not None
+    assert shown.groups() == (name, trigger_saga_id(name, "webhook_processing"))
