@@ -12,6 +12,7 @@ from __future__ import annotations
 import copy
 from typing import Any
 
+from sagas.model import SagaStatus
 from sagas.templates import list_templates
 
 # Payloads that run to COMPLETED against the demo services (demo/services.py seeds usr_demo,
@@ -227,4 +228,81 @@ def schema_examples() -> dict[str, Any]:
         },
         "Error": error_example(404),
         "Published": {"event_id": "whDemo-evt-2", "matched_sagas": [SAGA_ID]},
+        "SagaPage": {"items": [saga], "total": 1, "page": 1, "page_size": 50},
+        "Steps": {"saga_id": SAGA_ID, "steps": saga["steps"]},
+        "History": {
+            "saga_id": SAGA_ID,
+            "history": [
+                {"at": _AT, "event": "created", "version": 1, "status": "RUNNING"},
+                {
+                    "at": _AT,
+                    "event": "step_completed",
+                    "version": 3,
+                    "status": "RUNNING",
+                    "step": "create_account",
+                },
+                {"at": _AT, "event": "saga_completed", "version": 9, "status": "COMPLETED"},
+            ],
+        },
+        "Actions": {
+            "saga_id": SAGA_ID,
+            "status": "COMPLETED",
+            "version": 9,
+            "actions": [
+                {
+                    "action": "compensate",
+                    "description": "undo every step that may have taken effect, newest first",
+                    "step": None,
+                    "step_number": None,
+                }
+            ],
+        },
+        "Templates": {"templates": list_templates()},
+        "Info": {
+            "name": "saga-orchestrator",
+            "version": "0.1.0",
+            "patterns": ["orchestration", "choreography"],
+            "links": {"docs": "/docs", "openapi": "/openapi.json", "health": "/health/"},
+        },
+        "Health": {
+            "status": "healthy",
+            "version": "0.1.0",
+            "redis": "healthy",
+            "workers": "healthy",
+            "workers_alive": 1,
+            "active_sagas": 0,
+            "pending_sagas": 0,
+            "compensation_failed_sagas": 0,
+            "components": {
+                "redis": {"status": "healthy", "reachable": True},
+                "workers": {"status": "healthy", "alive": 1, "names": ["celery@host"]},
+                "beat": {"status": "healthy", "lag_seconds": 2.1, "sweeps": 40},
+            },
+        },
+        "Entries": {
+            "items": [
+                {
+                    "id": "1795885955774-0",
+                    "type": "ai.analysis_completed",
+                    "saga_id": SAGA_ID,
+                    "step": "run_analysis",
+                    "data": '{"id": "job_42"}',
+                    "event_id": "1795885955774-0",
+                    "outcome": f"{SAGA_ID}:late",
+                }
+            ]
+        },
+        "Metrics": {
+            "sagas": {
+                "by_status": {status.value: 0 for status in SagaStatus} | {"COMPLETED": 1},
+                "active": 0,
+                "pending": 0,
+                "started": {"user_registration": 1},
+                "finished": {"user_registration": {"COMPLETED": 1}},
+                "finished_again": {},
+            },
+            "steps": {"completed": 3},
+            "compensations": {},
+            "durations": {"COMPLETED": {"sum_seconds": 0.21, "count": 1}},
+        },
     }
