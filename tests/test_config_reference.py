@@ -100,3 +100,12 @@ def test_the_readme_table_names_the_same_variables() -> None:
             names |= set(re.findall(r"`([A-Z][A-Z0-9_]+)`", line.split("|")[1]))
     assert names - documented() == set(), "in the README but read nowhere"
     assert documented() - INTERNAL - names == set(), "read by the code, missing in the README"
+
+
+def test_any_helper_reading_env_is_found(generator: ModuleType, tmp_path: Path) -> None:
+    """A new reader (`_switch(env, "X", True)`) needs no change to the generator."""
+    source = tmp_path / "switch.py"
+    source.write_text('def f(env):\n    return _switch(env, "SAGA_SOMETHING", True)\n')
+    found: dict[str, object] = {}
+    generator.scan(source, "here", found)
+    assert found["SAGA_SOMETHING"].readers["here"] == {"1"}  # type: ignore[attr-defined]
