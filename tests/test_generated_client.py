@@ -55,6 +55,7 @@ def client_package(api_url: str, tmp_path_factory: pytest.TempPathFactory) -> It
             str(spec),
             "--meta",
             "none",
+            "--fail-on-warning",
             "--output-path",
             str(where / PACKAGE),
         ],
