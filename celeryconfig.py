@@ -1,4 +1,4 @@
-"""Celery settings, read from the environment (see README for every variable).
+"""Celery settings, read from the environment (docs/configuration.md lists every variable).
 
 Why each choice (each checked against Celery 5.7 and kombu 5.7 by the tests in tests/):
 - JSON only: no pickle from the broker.

@@ -6,7 +6,7 @@ import os
 from collections.abc import Mapping
 from typing import Any
 
-from flask import Flask, send_from_directory
+from flask import Flask, redirect, send_from_directory
 from flask.typing import ResponseReturnValue
 from prometheus_client import CollectorRegistry
 from prometheus_flask_exporter import PrometheusMetrics
@@ -17,6 +17,7 @@ from app import config as app_config
 from app.auth import init_auth
 from app.errors import register_error_handlers
 from app.extensions import api
+from app.openapi import finish as finish_openapi
 from app.ui import init_ui
 from sagas.engine import SagaEngine
 from sagas.log import configure_logging
@@ -33,7 +34,9 @@ OPENAPI = {
     "API_SPEC_OPTIONS": {
         "info": {
             "description": "Distributed transactions with compensation. Every endpoint "
-            "but GET /health/, /openapi.json and /docs needs an API key."
+            "but GET /, GET /health/, /openapi.json and /docs needs an API key. Request "
+            "bodies are JSON (`Content-Type: application/json`). The contract in words: "
+            "docs/api.md in the repository."
         },
         "security": [{"ApiKey": []}, {"Bearer": []}],
         "components": {
@@ -57,6 +60,7 @@ def create_app(config: Mapping[str, Any] | None = None, *, engine: SagaEngine) -
     init_auth(app)
     register_extensions(app)
     register_blueprints(app)
+    finish_openapi(api.spec)
     register_error_handlers(app)
     register_docs_assets(app)
     init_ui(app)  # the dashboard at /ui (app/ui)
@@ -86,6 +90,10 @@ def register_blueprints(app: Flask) -> None:
 
 
 def register_docs_assets(app: Flask) -> None:
+    @app.get("/docs/")
+    def docs_slash() -> ResponseReturnValue:  # /docs is the page; the slash is a typo
+        return redirect("/docs", code=308)
+
     @app.get("/docs/static/<path:filename>")
     def swagger_assets(filename: str) -> ResponseReturnValue:
         return send_from_directory(swagger_ui_path, filename)

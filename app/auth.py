@@ -26,6 +26,7 @@ from typing import Any, TypeVar
 
 from flask import Flask, current_app, g, jsonify, request
 from flask.typing import ResponseReturnValue
+from werkzeug.routing import RequestRedirect
 
 from sagas.errors import ConfigurationError
 
@@ -37,9 +38,11 @@ _RANK = {role: rank for rank, role in enumerate(ROLES)}
 _ENTRY = re.compile(r"^(?P<name>[A-Za-z0-9._-]{1,64}):(?P<role>[a-z]+):(?P<key>.+)$")
 READ_METHODS = ("GET", "HEAD", "OPTIONS")
 
-# Open to anyone: liveness for load balancers, and the API's own documentation. The
-# dashboard's pages check their own session (app/ui).
-PUBLIC = (("GET", "/health/"), ("GET", "/openapi.json"))
+# Open to anyone: the service's address (name, version, links), liveness for load
+# balancers, and the API's own documentation. The dashboard's pages check their own session
+# (app/ui). A request that routing redirects (`/health` -> `/health/`) is let through too:
+# the redirect reveals nothing, and the target is checked when it is asked for.
+PUBLIC = (("GET", "/"), ("HEAD", "/"), ("GET", "/health/"), ("GET", "/openapi.json"))
 PUBLIC_PREFIXES = ("/docs", "/ui")
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -107,16 +110,23 @@ def _digest(secret: str) -> str:
     return hashlib.sha256(secret.encode()).hexdigest()
 
 
+def configured_keys(entries: Iterable[str], allow_anonymous: bool) -> list[ApiKey]:
+    """The keys of `SAGA_API_KEYS`; raises `ConfigurationError` when they are malformed, or
+    empty without `SAGA_ALLOW_ANONYMOUS` (`saga-orchestrator api` asks before it binds)."""
+    keys = parse_keys(entries)
+    if not keys and not allow_anonymous:
+        raise ConfigurationError(
+            "SAGA_API_KEYS is empty: set API keys (NAME:ROLE:KEY entries, or a bare KEY), "
+            "or SAGA_ALLOW_ANONYMOUS=1 to run without authentication (local development only)"
+        )
+    return keys
+
+
 def init_auth(app: Flask) -> None:
     """Refuse to start without keys unless anonymous access was switched on explicitly."""
-    keys = parse_keys(app.config["API_KEYS"])
+    keys = configured_keys(app.config["API_KEYS"], app.config["ALLOW_ANONYMOUS"])
     app.extensions["saga_api_keys"] = keys
     if not keys:
-        if not app.config["ALLOW_ANONYMOUS"]:
-            raise ConfigurationError(
-                "SAGA_API_KEYS is empty: set API keys, or SAGA_ALLOW_ANONYMOUS=1 to run "
-                "without authentication (local development only)"
-            )
         log.warning("SAGA_ALLOW_ANONYMOUS is on: the API accepts requests without a key")
     app.before_request(_check_key)
 
@@ -189,6 +199,8 @@ def _presented_key() -> str | None:
 
 def _check_key() -> ResponseReturnValue | None:
     if (request.method, request.path) in PUBLIC or request.path.startswith(PUBLIC_PREFIXES):
+        return None
+    if isinstance(request.routing_exception, RequestRedirect):
         return None
     presented = _presented_key()
     principal = identify(presented)

@@ -9,6 +9,8 @@ from flask_smorest import Api as _Api
 from flask_smorest import Blueprint as _Blueprint
 
 from app.jsonbody import JSONBodyParser
+from app.openapi import ContractMarshmallowPlugin, ContractPlugin
+from app.schemas import ErrorSchema
 
 
 def _flatten(errors: Any, prefix: str = "") -> dict[str, list[str]]:
@@ -36,7 +38,18 @@ class Blueprint(_Blueprint):  # type: ignore[misc]
 
 
 class Api(_Api):  # type: ignore[misc]
-    """flask-smorest's Api; every error body has a message and flat field paths."""
+    """flask-smorest's Api; every error body has a message and flat field paths, and the
+    OpenAPI document is finished by `app.openapi`'s plugins."""
+
+    ERROR_SCHEMA = ErrorSchema
+
+    def init_app(self, app: Any, **options: Any) -> None:
+        # Fresh plugins per app (tests build several): each keeps state about its spec.
+        plugins = {
+            "marshmallow_plugin": ContractMarshmallowPlugin(),
+            "extra_plugins": [ContractPlugin()],
+        }
+        super().init_app(app, spec_kwargs={**plugins, **(options.get("spec_kwargs") or {})})
 
     def register_blueprint(self, blp: Any, **options: Any) -> None:
         if not isinstance(blp, Blueprint):  # its bodies would skip app.jsonbody's checks

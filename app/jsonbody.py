@@ -7,7 +7,9 @@ surrogates such as "\\ud800" (not UTF-8: the worker could never send them) all w
 or became 500s. `parse` refuses them:
 
 - malformed JSON, or JSON too deep to parse at all: 400;
-- valid JSON that we refuse: 422 naming the field (`payload.items[3].id`).
+- valid JSON that we refuse: 422 naming the field (`payload.items[3].id`);
+- a body sent without `Content-Type: application/json` (curl's `-d` sends
+  `application/x-www-form-urlencoded`): 415, instead of reading it as no body at all.
 
 `MAX_JSON_DEPTH` bounds the nesting of a body: the body itself is level 1, so a saga
 definition's payload may nest 62 levels below it. Redis's cjson refuses more than 1000, and
@@ -132,6 +134,13 @@ class JSONBodyParser(FlaskParser):  # type: ignore[misc]
 
     def _raw_load_json(self, req: flask.Request) -> Any:
         if not is_json_request(req):
+            if req.get_data(cache=True):  # a body that would be silently ignored
+                got = req.mimetype or "no Content-Type"
+                abort(
+                    415,
+                    message=f"a request body must be JSON sent with `Content-Type: "
+                    f"application/json` (got {got}); the body was not read",
+                )
             return core.missing
         try:
             return parse(req.get_data(cache=True))

@@ -51,6 +51,8 @@ def api(binds: tuple[str, ...], gunicorn_args: tuple[str, ...]) -> None:
     go to $PROMETHEUS_MULTIPROC_DIR, wiped at start; unset, a fresh temporary directory is used
     and removed at exit.
     """
+    if not _has_option(gunicorn_args, *ONE_SHOT_GUNICORN_OPTIONS):
+        _check_api_configuration()
     argv = [sys.executable, "-m", "gunicorn"]
     if not _has_option(gunicorn_args, "-c", "--config"):
         argv += ["-c", str(_gunicorn_config())]
@@ -204,6 +206,23 @@ def demo_services(
             redis_url=redis_url or None,
             key_prefix=key_prefix,
         )
+
+
+def _check_api_configuration() -> None:
+    """Fail with one line, before gunicorn binds, on what would make every worker fail to
+    build the API (no API keys, a malformed variable): gunicorn would print "Listening at",
+    a traceback per worker, then exit."""
+    from app import config as app_config
+    from app.auth import configured_keys
+    from sagas.errors import ConfigurationError
+    from sagas.settings import Settings
+
+    try:
+        Settings.from_env()
+        api_config = app_config.from_env()
+        configured_keys(api_config["API_KEYS"], api_config["ALLOW_ANONYMOUS"])
+    except ConfigurationError as exc:
+        raise click.ClickException(f"cannot start the API: {exc}") from None
 
 
 def _has_option(args: Sequence[str], *names: str) -> bool:

@@ -1,4 +1,4 @@
-"""Parsing and validating saga definitions (the format of CONTRACT.md `POST /saga/start`).
+"""Parsing and validating saga definitions (`POST /saga/start`, docs/api.md).
 
 `parse_definition` either returns a normalised `SagaDefinition` or raises a subclass of
 `InvalidDefinition` naming the offending field. It touches no Redis, so nothing is written for

@@ -51,6 +51,13 @@ def trigger_saga_id(event_id: str, workflow: str) -> str:
     return str(uuid.uuid5(TRIGGER_NAMESPACE, f"{event_id}/{workflow}"))
 
 
+def event_name(entry_id: str, fields: Mapping[str, str]) -> str:
+    """The id that names an event: the sender's (`event_id` field: `Idempotency-Key` or
+    `event_id` in `POST /events/{type}`), so that a resent event is the same event; else
+    its stream entry id, new at every XADD."""
+    return fields.get("event_id") or entry_id
+
+
 class EventBus:
     def __init__(self, engine: SagaEngine) -> None:
         self.engine = engine
@@ -66,9 +73,12 @@ class EventBus:
         correlation_id: str | None,
         data: Mapping[str, Any],
         step: str | None = None,
+        event_id: str | None = None,
     ) -> Published:
         """Append an event to the stream; the sagas it matches (read-only: the consumer
-        applies it). `step`: the step whose command it answers (docs/events.md)."""
+        applies it). `step`: the step whose command it answers (docs/events.md).
+        `event_id`: the sender's name for the event; a trigger's saga id derives from it,
+        so sending the same event again starts no second saga."""
         fields = {
             "type": event_type,
             "data": dumps(dict(data)),
@@ -77,8 +87,11 @@ class EventBus:
         }
         if step:
             fields["step"] = step
-        event_id = self.store.append(self.keys.events, fields, self.settings.events_maxlen)
-        return Published(event_id, self._matches(event_type, saga_id, correlation_id, event_id))
+        if event_id:
+            fields["event_id"] = event_id
+        entry_id = self.store.append(self.keys.events, fields, self.settings.events_maxlen)
+        name = event_name(entry_id, fields)
+        return Published(name, self._matches(event_type, saga_id, correlation_id, name))
 
     def publish_command(
         self, saga_id: str, step: str, spec: Mapping[str, Any], correlation_id: str
@@ -168,7 +181,9 @@ class EventBus:
             for workflow in triggered_by(event_type):
                 try:
                     started = self.engine.start_workflow(
-                        workflow, data, saga_id=trigger_saga_id(event_id, workflow)
+                        workflow,
+                        data,
+                        saga_id=trigger_saga_id(event_name(event_id, fields), workflow),
                     )
                 except ValidationFailed as exc:  # retrying would not help: record it
                     outcomes.append(f"{workflow}:invalid: {exc}")
@@ -181,7 +196,7 @@ class EventBus:
         ):
             self.store.append(
                 self.keys.unmatched,
-                {**fields, "event_id": event_id, "outcome": ",".join(outcomes)},
+                {**fields, "event_id": event_name(event_id, fields), "outcome": ",".join(outcomes)},
                 self.settings.events_maxlen,
             )
         with bound(saga_id=saga_id, correlation_id=correlation_id):

@@ -1,4 +1,4 @@
-"""Configuration from the environment: names and defaults of CONTRACT.md, plus our own.
+"""Configuration from the environment (docs/configuration.md lists every variable).
 
 Every component (API, worker, beat, CLI) builds one `Settings` with `Settings.from_env()`.
 """
@@ -216,7 +216,7 @@ def _webhook_secrets(env: Mapping[str, str]) -> dict[str, tuple[str, ...]]:
     """SAGA_WEBHOOK_SECRETS: {"service": ["whsec_...", ...]}. Errors never quote a secret."""
     name = "SAGA_WEBHOOK_SECRETS"
     try:
-        raw = json.loads(env.get(name, "") or "{}")
+        raw = json.loads(env.get("SAGA_WEBHOOK_SECRETS", "") or "{}")
     except json.JSONDecodeError:
         raise ConfigurationError(f"{name} is not JSON") from None  # the text holds secrets
     if not isinstance(raw, dict):

@@ -570,7 +570,7 @@ class RedisStore:
         )
 
     def get(self, saga_id: str) -> SagaRecord:
-        """The saga document of CONTRACT.md; raise `SagaNotFound`."""
+        """The saga document (docs/api.md); raise `SagaNotFound`."""
         raw = self.redis.hgetall(self.keys.saga(saga_id))
         if not raw:
             raise SagaNotFound(saga_id)

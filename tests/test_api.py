@@ -1,4 +1,4 @@
-"""The REST API of CONTRACT.md: every endpoint row, its error cases and the auth rules.
+"""The REST API of docs/api.md: every endpoint row, its error cases and the auth rules.
 
 The app runs in-process (Flask test client) over the real engine, Redis and Celery worker.
 """
@@ -75,7 +75,6 @@ def wait_status(client: FlaskClient, saga_id: str, *statuses: str) -> dict[str, 
 @pytest.mark.parametrize(
     ("method", "path"),
     [
-        ("GET", "/"),
         ("GET", "/saga"),
         ("POST", "/saga/start"),
         ("GET", "/saga/x/status"),
@@ -109,13 +108,14 @@ def test_every_endpoint_but_health_and_docs_needs_a_key(app: Flask, method: str,
 def test_both_key_headers_are_accepted(app: Flask) -> None:
     """`X-API-Key` and `Authorization: Bearer` both work, for any configured key."""
     c = app.test_client()
-    assert c.get("/", headers={"X-API-Key": KEY}).status_code == 200
-    assert c.get("/", headers={"Authorization": f"Bearer {OTHER_KEY}"}).status_code == 200
+    assert c.get("/saga", headers={"X-API-Key": KEY}).status_code == 200
+    assert c.get("/saga", headers={"Authorization": f"Bearer {OTHER_KEY}"}).status_code == 200
 
 
 def test_health_openapi_and_docs_are_open(app: Flask) -> None:
-    """GET /health/, /openapi.json and /docs (with its assets) need no key."""
+    """GET /, /health/, /openapi.json and /docs (with its assets) need no key."""
     c = app.test_client()
+    assert c.get("/").get_json()["links"]["docs"] == "/docs"
     assert c.get("/health/").status_code in (200, 503)
     assert c.get("/openapi.json").status_code == 200
     page = c.get("/docs")
@@ -482,7 +482,7 @@ def test_metrics_json_and_prometheus_match_the_sagas_run(client: FlaskClient) ->
 
 
 def test_openapi_documents_every_contract_path(client: FlaskClient) -> None:
-    """/openapi.json describes every endpoint of CONTRACT.md with its methods."""
+    """/openapi.json describes every endpoint of docs/api.md with its methods."""
     spec = json.loads(client.get("/openapi.json").data)
     paths = {p: set(ops) for p, ops in spec["paths"].items()}
     expected = {

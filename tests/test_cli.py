@@ -205,6 +205,33 @@ def test_api_prepares_the_prometheus_directory(tmp_path: Path) -> None:
     assert list(tmp.iterdir()) == []
 
 
+def test_api_checks_its_configuration_before_it_binds() -> None:
+    """Without API keys, or with a malformed variable, `api` fails with one clear line and
+    exit code 1, before gunicorn says "Listening at" (each worker used to dump a traceback)."""
+    port = str(free_port())
+    base = {
+        k: v for k, v in os.environ.items() if k not in ("SAGA_API_KEYS", "SAGA_ALLOW_ANONYMOUS")
+    }
+    for extra, expected in (
+        ({}, "SAGA_API_KEYS is empty"),
+        ({"SAGA_API_KEYS": "k", "SAGA_RETRY_ATTEMPTS": "x"}, "SAGA_RETRY_ATTEMPTS='x'"),
+        ({"SAGA_API_KEYS": "ops:boss:k"}, "role 'boss'"),
+    ):
+        result = subprocess.run(
+            [str(CLI), "api", "--bind", f"127.0.0.1:{port}"],
+            capture_output=True,
+            text=True,
+            env={**base, **extra},
+            timeout=30,
+            cwd=ROOT,
+        )
+        assert result.returncode == 1, result.stderr
+        lines = (result.stdout + result.stderr).strip().splitlines()
+        assert len(lines) == 1 and lines[0].startswith("Error: cannot start the API:"), lines
+        assert expected in lines[0]
+        assert "Listening at" not in result.stderr and "Traceback" not in result.stderr
+
+
 def test_gunicorn_workers_freeze_what_they_loaded() -> None:
     """After loading the app, a gunicorn worker moves its objects out of the collector's
     reach, so that full collections do not stall requests (gunicorn.conf.py)."""

@@ -185,7 +185,7 @@ CASES = [
 
 
 def test_the_contract_example_is_valid() -> None:
-    """The definition of CONTRACT.md (with a task instead of an event step) parses."""
+    """The definition of docs/api.md (with a task instead of an event step) parses."""
     definition = parse_definition(VALID, SETTINGS)
     assert [s.name for s in definition.steps] == ["reserve_stock", "charge_card"]
     assert definition.steps[1].timeout_seconds == 300  # SAGA_STEP_TIMEOUT_SECONDS default

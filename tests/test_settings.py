@@ -1,4 +1,4 @@
-"""Configuration from the environment: CONTRACT.md names and defaults, clear errors."""
+"""Configuration from the environment: names and defaults (docs/configuration.md), errors."""
 
 from __future__ import annotations
 

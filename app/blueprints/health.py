@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from flask import current_app
+from flask import current_app, redirect, request
 from flask.views import MethodView
 from marshmallow import fields
 
@@ -21,10 +21,10 @@ VERSION = "0.1.0"
 
 
 class InfoSchema(StrictSchema):
-    name = fields.String()
-    version = fields.String()
-    patterns = fields.List(fields.String())
-    links = fields.Dict(keys=fields.String(), values=fields.String())
+    name = fields.String(required=True)
+    version = fields.String(required=True)
+    patterns = fields.List(fields.String(), required=True)
+    links = fields.Dict(keys=fields.String(), values=fields.String(), required=True)
 
 
 class HealthSchema(StrictSchema):
@@ -32,15 +32,18 @@ class HealthSchema(StrictSchema):
         metadata={
             "description": "healthy; degraded (200: beat, the events consumer or the timers "
             "need attention, see components); unhealthy (503: Redis unreachable or no worker)"
-        }
+        },
+        required=True,
     )
-    redis = fields.String(metadata={"description": "healthy or unreachable"})
-    workers = fields.String(metadata={"description": "healthy, no worker heartbeat, unknown"})
-    workers_alive = fields.Integer()
+    redis = fields.String(metadata={"description": "healthy or unreachable"}, required=True)
+    workers = fields.String(
+        metadata={"description": "healthy, no worker heartbeat, unknown"}, required=True
+    )
+    workers_alive = fields.Integer(required=True)
     active_sagas = fields.Integer(metadata={"description": "RUNNING + COMPENSATING"})
     pending_sagas = fields.Integer()
     compensation_failed_sagas = fields.Integer(metadata={"description": "await a person"})
-    version = fields.String()
+    version = fields.String(required=True)
     components = fields.Dict(
         keys=fields.String(),
         values=fields.Dict(),
@@ -48,14 +51,19 @@ class HealthSchema(StrictSchema):
             "description": "redis, workers, beat, events, queues, timers: each "
             "{status, ...evidence}, with a `reason` when not healthy (README, Health)"
         },
+        required=True,
     )
 
 
 @blp.route("/")
 class Info(MethodView):
     @blp.response(200, InfoSchema)
+    @blp.alt_response(302, description="a browser (Accept: text/html first) goes to /docs")
     def get(self) -> Any:
-        """Service information and links"""
+        """Service information and links (no key needed)"""
+        wanted = request.accept_mimetypes.best_match(["application/json", "text/html"])
+        if wanted == "text/html" and request.accept_mimetypes["text/html"] > 0:
+            return redirect("/docs")
         return {
             "name": "saga-orchestrator",
             "version": VERSION,

@@ -210,11 +210,11 @@ def health_metrics(report: HealthReport) -> Iterator[Any]:
 
 
 class MetricsSchema(StrictSchema):
-    sagas = fields.Dict()
-    steps = fields.Dict()
-    compensations = fields.Dict()
-    webhooks = fields.Dict()
-    durations = fields.Dict()
+    sagas = fields.Dict(required=True)
+    steps = fields.Dict(required=True)
+    compensations = fields.Dict(required=True)
+    webhooks = fields.Dict(required=True)
+    durations = fields.Dict(required=True)
 
 
 @blp.route("")
@@ -237,4 +237,5 @@ class PrometheusMetrics(MethodView):
             http = CollectorRegistry()
             MultiProcessCollector(http)
         text = generate_latest(http) + generate_latest(sagas)
-        return Response(text, mimetype="text/plain; version=0.0.4; charset=utf-8")
+        # content_type, not mimetype: Flask would add a second "; charset=utf-8" to a mimetype.
+        return Response(text, content_type="text/plain; version=0.0.4; charset=utf-8")

@@ -51,18 +51,21 @@ class RerunSchema(ReasonSchema):
 
 class AllowedSchema(StrictSchema):
     action = fields.String(
-        validate=validate.OneOf(["compensate", "cancel", "resolve", "skip", "retry", "rerun"])
+        validate=validate.OneOf(["compensate", "cancel", "resolve", "skip", "retry", "rerun"]),
+        required=True,
     )
-    description = fields.String()
-    step = fields.String(allow_none=True, metadata={"description": "null: the whole saga"})
-    step_number = fields.Integer(allow_none=True, metadata={"description": "from 1"})
+    description = fields.String(required=True)
+    step = fields.String(
+        allow_none=True, metadata={"description": "null: the whole saga"}, required=True
+    )
+    step_number = fields.Integer(allow_none=True, metadata={"description": "from 1"}, required=True)
 
 
 class ActionsSchema(StrictSchema):
-    saga_id = fields.String()
-    status = fields.String()
-    version = fields.Integer()
-    actions = fields.List(fields.Nested(AllowedSchema))
+    saga_id = fields.String(required=True)
+    status = fields.String(required=True)
+    version = fields.Integer(required=True)
+    actions = fields.List(fields.Nested(AllowedSchema), required=True)
 
 
 @blp.route("/<saga_id>/actions")

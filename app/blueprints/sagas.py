@@ -101,7 +101,7 @@ class ListArgsSchema(StrictSchema):
 
 
 class SagaPageSchema(StrictSchema):
-    items = fields.List(fields.Nested(SagaSchema))
+    items = fields.List(fields.Nested(SagaSchema), required=True)
     total = fields.Integer(
         metadata={
             "description": "the sagas matching the filters. Exact, except with correlation_id "
@@ -109,21 +109,22 @@ class SagaPageSchema(StrictSchema):
             "time range under that correlation id and also under that status/type: then an "
             "upper bound (the matches found among the newest 10,000 or more read, plus those "
             "left unread); paging up to it, or until a short page, misses none"
-        }
+        },
+        required=True,
     )
-    page = fields.Integer()
-    page_size = fields.Integer()
+    page = fields.Integer(required=True)
+    page_size = fields.Integer(required=True)
 
 
 class StepsSchema(StrictSchema):
-    saga_id = fields.String()
-    steps = fields.List(fields.Nested(StepSchema))
+    saga_id = fields.String(required=True)
+    steps = fields.List(fields.Nested(StepSchema), required=True)
 
 
 class HistoryEntrySchema(StrictSchema):
-    at = fields.String(metadata={"format": "date-time"})
-    event = fields.String()
-    version = fields.Integer()
+    at = fields.String(metadata={"format": "date-time"}, required=True)
+    event = fields.String(required=True)
+    version = fields.Integer(required=True)
     status = fields.String()
     step = fields.String()
     message = fields.String()
@@ -132,8 +133,8 @@ class HistoryEntrySchema(StrictSchema):
 
 
 class HistorySchema(StrictSchema):
-    saga_id = fields.String()
-    history = fields.List(fields.Nested(HistoryEntrySchema))
+    saga_id = fields.String(required=True)
+    history = fields.List(fields.Nested(HistoryEntrySchema), required=True)
 
 
 def idempotency(headers: dict[str, Any], body: Any) -> Idempotency | None:

@@ -25,21 +25,21 @@ blp = Blueprint(
 
 
 class DeadLetterSchema(StrictSchema):
-    id = fields.String(metadata={"description": "the webhook-id header it is sent with"})
-    saga_id = fields.String()
-    status = fields.String(metadata={"description": "the final status it announces"})
-    service = fields.String()
-    path = fields.String()
-    attempts = fields.Integer()
-    last_error = fields.String(allow_none=True)
-    last_status_code = fields.Integer(allow_none=True)
-    created_at = fields.String(metadata={"format": "date-time"})
-    dead_at = fields.String(allow_none=True, metadata={"format": "date-time"})
-    retries = fields.Integer(metadata={"description": "times a person sent it again"})
+    id = fields.String(required=True, metadata={"description": "the webhook-id it is sent with"})
+    saga_id = fields.String(required=True)
+    status = fields.String(required=True, metadata={"description": "the final status it announces"})
+    service = fields.String(required=True)
+    path = fields.String(required=True)
+    attempts = fields.Integer(required=True)
+    last_error = fields.String(required=True, allow_none=True)
+    last_status_code = fields.Integer(required=True, allow_none=True)
+    created_at = fields.String(required=True, metadata={"format": "date-time"})
+    dead_at = fields.String(required=True, allow_none=True, metadata={"format": "date-time"})
+    retries = fields.Integer(required=True, metadata={"description": "times a person resent it"})
 
 
 class DeadLettersSchema(StrictSchema):
-    items = fields.List(fields.Nested(DeadLetterSchema))
+    items = fields.List(fields.Nested(DeadLetterSchema), required=True)
 
 
 class LimitSchema(StrictSchema):
@@ -47,8 +47,10 @@ class LimitSchema(StrictSchema):
 
 
 class RetriedSchema(StrictSchema):
-    id = fields.String()
-    status = fields.String(metadata={"description": "pending: it is being sent again"})
+    id = fields.String(required=True)
+    status = fields.String(
+        required=True, metadata={"description": "pending: it is being sent again"}
+    )
 
 
 @blp.route("/dead-letters")

@@ -8,6 +8,7 @@ from flask.views import MethodView
 from marshmallow import fields
 
 from app.blueprints.sagas import engine, idempotency, started
+from app.examples import workflow_names
 from app.extensions import Blueprint
 from app.schemas import SagaSchema, StartHeadersSchema, StrictSchema, correlation_id_field
 from sagas.templates import list_templates
@@ -21,14 +22,16 @@ blp = Blueprint(
 
 
 class TemplateSchema(StrictSchema):
-    name = fields.String()
-    description = fields.String()
-    steps = fields.List(fields.Dict())
-    payload_schema = fields.Dict(metadata={"description": "JSON Schema of the payload"})
+    name = fields.String(required=True)
+    description = fields.String(required=True)
+    steps = fields.List(fields.Dict(), required=True)
+    payload_schema = fields.Dict(
+        metadata={"description": "JSON Schema of the payload"}, required=True
+    )
 
 
 class TemplatesSchema(StrictSchema):
-    templates = fields.List(fields.Nested(TemplateSchema))
+    templates = fields.List(fields.Nested(TemplateSchema), required=True)
 
 
 class WorkflowStartSchema(StrictSchema):
@@ -44,7 +47,16 @@ class Templates(MethodView):
         return {"templates": list_templates()}
 
 
-@blp.route("/<workflow>/start")
+WORKFLOW_PARAMETER = {
+    "in": "path",
+    "name": "workflow",
+    "required": True,
+    "schema": {"type": "string", "enum": workflow_names()},
+    "description": "a predefined workflow (GET /workflows/templates)",
+}
+
+
+@blp.route("/<workflow>/start", parameters=[WORKFLOW_PARAMETER])
 class StartWorkflow(MethodView):
     @blp.arguments(StartHeadersSchema, location="headers")
     @blp.arguments(WorkflowStartSchema)
