@@ -415,7 +415,10 @@ def test_the_overview_shows_what_needs_a_person_counts_and_the_oldest(
 def test_the_list_filters_and_pages_like_the_api(app: Flask, engine: SagaEngine) -> None:
     client = login(app)
     failed = compensation_failed(engine)
-    ids = [start(engine) for _ in range(3)]
+    ids = []
+    for _ in range(3):  # each in a millisecond of its own: the pages below order by creation
+        ids.append(start(engine))
+        time.sleep(0.003)
     page = text(client.get("/ui/sagas?status=COMPENSATION_FAILED"))
     assert failed in page and not any(i in page for i in ids)
     page = text(client.get("/ui/sagas?status=RUNNING&page_size=2"))
