@@ -79,6 +79,14 @@ class SagaSchema(Schema):
     reruns = fields.List(
         fields.String(), metadata={"description": "the sagas that ran this one again"}
     )
+    trace_id = fields.String(
+        allow_none=True,
+        metadata={
+            "description": "the saga's OpenTelemetry trace id (32 hex digits): the start "
+            "request's trace, or the caller's `traceparent`; null when neither existed "
+            "(docs/observability.md)"
+        },
+    )
 
 
 class StartHeadersSchema(Schema):

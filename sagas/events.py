@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING, Any
 
 import redis
 
+from sagas import tracing
 from sagas.errors import ValidationFailed
 from sagas.log import bound
 from sagas.records import dumps, encode_output
@@ -81,7 +82,12 @@ class EventBus:
         return Published(event_id, self._matches(event_type, saga_id, correlation_id, event_id))
 
     def publish_command(
-        self, saga_id: str, step: str, spec: Mapping[str, Any], correlation_id: str
+        self,
+        saga_id: str,
+        step: str,
+        spec: Mapping[str, Any],
+        correlation_id: str,
+        traceparent: str = "",
     ) -> str:
         """An event step's command, for the services that consume `stream:commands`."""
         fields = {
@@ -94,6 +100,10 @@ class EventBus:
             "reply_failure": spec["await"].get("failure", ""),
             "data": dumps(spec.get("data") or {}),
         }
+        headers: dict[str, str] = {}
+        tracing.inject(headers, traceparent)
+        if headers.get("traceparent"):  # W3C trace context of the step (docs/events.md)
+            fields["traceparent"] = headers["traceparent"]
         return self.store.append(self.keys.commands, fields, self.settings.events_maxlen)
 
     def _targets(self, saga_id: str | None, correlation_id: str | None) -> list[str]:

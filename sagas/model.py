@@ -80,3 +80,4 @@ class SagaRecord(TypedDict):
     steps: list[StepRecord]
     rerun_of: str | None  # the saga this one reruns (sagas/repair.py)
     reruns: list[str]  # the sagas that rerun this one, oldest first
+    trace_id: str | None  # the saga's OpenTelemetry trace (sagas/tracing.py)

@@ -1,4 +1,5 @@
-"""The engine of this worker process, built lazily after fork, and the worker's logging."""
+"""The engine of this worker process, built lazily after fork, the worker's logging, and its
+traces (the official Celery and httpx instrumentations, when sagas/tracing.py is on)."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ from typing import Any
 import redis
 from celery import Task, signals
 
+from sagas import tracing
 from sagas.actions import ActionExecutor
 from sagas.engine import SagaEngine
 from sagas.log import configure_logging, pop, push
@@ -64,7 +66,7 @@ class ReceivedTaskFilter(logging.Filter):
 
     def filter(self, record: logging.LogRecord) -> bool:
         data = getattr(record, "data", None)
-        if isinstance(data, dict) and not hasattr(record, "correlation_id"):
+        if isinstance(data, dict) and getattr(record, "correlation_id", None) is None:
             try:
                 args = ast.literal_eval(str(data.get("args", "")))
             except (ValueError, SyntaxError):
@@ -136,6 +138,40 @@ def _warn_without_time_limits(sender: Any, instance: Any, **_: Any) -> None:
             "for the full guarantee.",
             name or pool,
         )
+
+
+def start_tracing(service_name: str = "saga-worker") -> None:
+    """Install the SDK (if the environment asks for traces) and the instrumentations of
+    this process: Celery (a span per task publish and run, context in the message headers)
+    and httpx (a client span per call, its `traceparent` on the request). Once per process,
+    after the fork: the exporter's thread does not survive one."""
+    if tracing.enabled() or not tracing.configure(service_name):
+        return
+    from opentelemetry.instrumentation.celery import CeleryInstrumentor
+    from opentelemetry.instrumentation.httpx import HTTPXClientInstrumentor
+
+    CeleryInstrumentor().instrument()
+    HTTPXClientInstrumentor().instrument()
+
+
+@signals.worker_process_init.connect
+def _trace_pool_process(**_: Any) -> None:
+    start_tracing()
+
+
+@signals.celeryd_after_setup.connect
+def _trace_worker_without_children(sender: Any, instance: Any, **_: Any) -> None:
+    """The solo and thread pools run tasks in the worker's own process."""
+    pool = instance.pool_cls
+    name = getattr(pool, "__module__", "") if isinstance(pool, type) else str(pool)
+    if not any(kind in name for kind in ("prefork", "processes", "asynpool")):
+        start_tracing()
+
+
+@signals.worker_process_shutdown.connect
+@signals.worker_shutdown.connect
+def _flush_traces(**_: Any) -> None:
+    tracing.shutdown()
 
 
 @signals.heartbeat_sent.connect
