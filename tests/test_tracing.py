@@ -1,0 +1,250 @@
+"""Traces across processes: gunicorn (`saga-orchestrator api`) and a Celery worker, each a
+real process exporting OTLP over HTTP to a receiver in this test, and a stub service that
+records the `traceparent` of every call it gets. One saga is one trace: the API's span, every
+step and compensation attempt, the HTTP calls, and what the services received."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+import redis
+
+from tests.conftest import ROOT, Worker, free_port, stop_process, wait_final
+from tests.otlp import OtlpReceiver
+from tests.stubs import StubService
+
+KEY = "trace-key"
+CLI = str(Path(sys.executable).parent / "saga-orchestrator")
+FINAL = ("COMPLETED", "COMPENSATED", "COMPENSATION_FAILED")
+SERVER, CLIENT = 2, 3  # OTLP span kinds
+
+
+@pytest.fixture(scope="module")
+def traced(redis_url: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
+    prefix = f"trace-{uuid.uuid4().hex[:8]}:"
+    receiver = OtlpReceiver().start()
+    stub = StubService().start()
+    logs = tmp_path_factory.mktemp("tracing")
+    port = free_port()
+    env = {
+        "PYTHONPATH": str(ROOT),
+        "REDIS_URL": redis_url,
+        "SAGA_KEY_PREFIX": prefix,
+        "SAGA_QUEUE": f"{prefix}sagas",
+        "SAGA_API_KEYS": KEY,
+        "SAGA_SERVICES": f'{{"svc": "{stub.url}"}}',
+        "SAGA_RETRY_BACKOFF_SECONDS": "0.05",
+        "SAGA_RETRY_MAX_BACKOFF_SECONDS": "0.2",
+        "WEB_CONCURRENCY": "1",
+        "OTEL_EXPORTER_OTLP_ENDPOINT": receiver.url,
+        "OTEL_BSP_SCHEDULE_DELAY": "100",  # ms: spans reach the receiver promptly
+    }
+    full = {**os.environ, **env}
+    full.pop("PROMETHEUS_MULTIPROC_DIR", None)
+    with (logs / "api.log").open("wb") as out:
+        api = subprocess.Popen(
+            [CLI, "api", "--bind", f"127.0.0.1:{port}"],
+            cwd=ROOT,
+            env=full,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+        )
+    worker = Worker(env, logs / "worker.log", concurrency=2)
+    client = httpx.Client(
+        base_url=f"http://127.0.0.1:{port}", headers={"X-API-Key": KEY}, timeout=10
+    )
+    try:
+        worker.start()
+        deadline = time.time() + 30
+        while True:
+            try:
+                if client.get("/health/").status_code == 200:
+                    break
+            except httpx.HTTPError:
+                pass
+            assert time.time() < deadline, (logs / "api.log").read_text()[-3000:]
+            time.sleep(0.1)
+        yield {"client": client, "receiver": receiver, "stub": stub, "logs": logs}
+    finally:
+        client.close()
+        worker.stop()
+        stop_process(api)
+        stub.stop()
+        receiver.stop()
+        r = redis.Redis.from_url(redis_url)
+        for key in r.scan_iter(match=f"{prefix}*", count=1000):
+            r.delete(key)
+
+
+def http_step(name: str, path: str, undo: str | None = None) -> dict[str, Any]:
+    step: dict[str, Any] = {
+        "name": name,
+        "action": {"service": "svc", "method": "POST", "path": path},
+        "retry": {"max_attempts": 3, "backoff_seconds": 0.05},
+    }
+    if undo:
+        step["compensation"] = {"service": "svc", "method": "DELETE", "path": undo}
+    return step
+
+
+def finish(client: httpx.Client, saga_id: str) -> dict[str, Any]:
+    deadline = time.time() + 30
+    while True:
+        doc: dict[str, Any] = client.get(f"/saga/{saga_id}/status").json()
+        if doc["status"] in FINAL:
+            return doc
+        assert time.time() < deadline, doc
+        time.sleep(0.05)
+
+
+def ancestors(span: dict[str, Any], by_id: dict[str, dict[str, Any]]) -> list[str]:
+    """The span ids above `span`, nearest first, as far as the received spans go."""
+    chain = []
+    parent = span["parent_id"]
+    while parent:
+        chain.append(parent)
+        parent = by_id[parent]["parent_id"] if parent in by_id else None
+    return chain
+
+
+def test_one_trace_joins_api_steps_retries_compensation_and_services(
+    traced: dict[str, Any],
+) -> None:
+    client, receiver, stub = traced["client"], traced["receiver"], traced["stub"]
+    caller_trace, caller_span = uuid.uuid4().hex, uuid.uuid4().hex[:16]
+    tag = uuid.uuid4().hex[:8]
+    response = client.post(
+        "/saga/start",
+        json={
+            "saga_type": "traced",
+            "steps": [
+                http_step("reserve", f"/ok/{tag}/reserve", undo=f"/ok/{tag}/release"),
+                http_step("charge", f"/flaky/1/503/{tag}/charge"),  # fails once, then 200
+                http_step("ship", f"/status/400/{tag}/ship"),  # fails for good: undo
+            ],
+        },
+        headers={"traceparent": f"00-{caller_trace}-{caller_span}-01"},
+    )
+    assert response.status_code == 202, response.text
+    saga_id = response.json()["saga_id"]
+    assert response.json()["trace_id"] == caller_trace  # the saga joined the caller's trace
+    assert finish(client, saga_id)["status"] == "COMPENSATED"
+
+    def complete(spans: list[dict[str, Any]]) -> bool:
+        ours = [s for s in spans if s["attributes"].get("saga.id") == saga_id]
+        return len(ours) >= 5 and len([s for s in spans if s["kind"] == CLIENT]) >= 5
+
+    spans = [s for s in receiver.wait_for(complete) if s["trace_id"] == caller_trace]
+    by_id = {s["span_id"]: s for s in spans}
+    api = [s for s in spans if s["kind"] == SERVER and s["service"] == "saga-api"]
+    assert [s["name"] for s in api] == ["POST /saga/start"]
+    assert api[0]["parent_id"] == caller_span  # the caller's span is the API span's parent
+
+    attempts = sorted(
+        (s for s in spans if "saga.attempt" in s["attributes"]), key=lambda s: s["start"]
+    )
+    seen = [
+        (s["name"], s["attributes"]["saga.attempt"], s["attributes"]["saga.outcome"])
+        for s in attempts
+    ]
+    assert seen == [
+        ("step reserve", 1, "completed"),
+        ("step charge", 1, "retry"),  # the retry is visible as an attempt of its own
+        ("step charge", 2, "completed"),
+        ("step ship", 1, "failed"),
+        ("compensate reserve", 1, "completed"),
+    ], seen
+    for span in attempts:
+        attributes = span["attributes"]
+        assert attributes["saga.id"] == saga_id and attributes["saga.type"] == "traced"
+        assert span["service"] == "saga-worker"
+        # every attempt descends from the API's span (through the Celery spans that ran it)
+        assert api[0]["span_id"] in ancestors(span, by_id), (span["name"], ancestors(span, by_id))
+
+    # Every call the service received carries the trace, and its parent is the client span
+    # of the attempt that made it.
+    calls = [c for c in stub.ledger if c.saga_id == saga_id]
+    assert len(calls) == 5 and all(c.traceparent for c in calls)
+    for call in calls:
+        _, trace_hex, parent_hex, _ = call.traceparent.split("-")
+        assert trace_hex == caller_trace
+        client_span = by_id[parent_hex]
+        assert client_span["kind"] == CLIENT
+        attempt = by_id[client_span["parent_id"]]
+        assert attempt["attributes"]["saga.step"] in call.path.replace("release", "reserve")
+
+
+def test_a_compensation_asked_for_later_joins_the_sagas_trace(traced: dict[str, Any]) -> None:
+    """The compensation is enqueued by another request, in a trace of its own: the saga's
+    stored trace context (not Celery's headers) puts its attempts in the saga's trace, with
+    a span there linked to that request."""
+    client, receiver = traced["client"], traced["receiver"]
+    tag = uuid.uuid4().hex[:8]
+    started = client.post(
+        "/saga/start",
+        json={
+            "saga_type": "traced_later",
+            "steps": [http_step("book", f"/ok/{tag}/book", undo=f"/ok/{tag}/unbook")],
+        },
+    )
+    saga_id, saga_trace = started.json()["saga_id"], started.json()["trace_id"]
+    assert saga_trace and len(saga_trace) == 32
+    assert finish(client, saga_id)["status"] == "COMPLETED"
+    other_trace = uuid.uuid4().hex
+    asked = client.post(
+        f"/saga/{saga_id}/compensate",
+        json={"reason": "customer cancelled"},
+        headers={"traceparent": f"00-{other_trace}-{uuid.uuid4().hex[:16]}-01"},
+    )
+    assert asked.status_code == 202, asked.text
+    assert finish(client, saga_id)["status"] == "COMPENSATED"
+
+    def undone(spans: list[dict[str, Any]]) -> bool:
+        return any(s["name"] == "compensate book" and s["trace_id"] == saga_trace for s in spans)
+
+    spans = receiver.wait_for(undone)
+    ours = {s["span_id"]: s for s in spans if s["trace_id"] == saga_trace}
+    undo = next(s for s in ours.values() if s["name"] == "compensate book")
+    assert undo["attributes"]["saga.outcome"] == "completed"
+    requested = next(s for s in ours.values() if s["name"] == "compensation requested")
+    assert requested["span_id"] in ancestors(undo, ours)
+    request_span = next(s for s in spans if s["trace_id"] == other_trace and s["kind"] == SERVER)
+    assert requested["links"] == [request_span["span_id"]]
+    # the request's own trace holds no attempt of the saga
+    assert not [
+        s for s in spans if s["trace_id"] == other_trace and "saga.attempt" in s["attributes"]
+    ]
+
+
+def test_without_tracing_a_callers_traceparent_still_reaches_the_services(
+    engine: Any, worker: Any, stub: StubService
+) -> None:
+    """Tracing off (the session's worker exports nothing): the saga keeps the context it was
+    started in and passes it on to every call unchanged; a saga started outside any trace
+    sends none."""
+    from opentelemetry import context as otel_context
+    from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
+
+    tag = uuid.uuid4().hex[:8]
+    definition = {"saga_type": "untraced", "steps": [http_step("a", f"/ok/{tag}/a")]}
+    caller = f"00-{uuid.uuid4().hex}-{uuid.uuid4().hex[:16]}-01"
+    token = otel_context.attach(TraceContextTextMapPropagator().extract({"traceparent": caller}))
+    try:
+        joined = engine.start(definition).saga
+    finally:
+        otel_context.detach(token)
+    alone = engine.start(definition).saga
+    assert joined["trace_id"] == caller.split("-")[1] and alone["trace_id"] is None
+    for saga in (joined, alone):
+        assert wait_final(engine, saga["saga_id"])["status"] == "COMPLETED"
+    received = {c.saga_id: c.traceparent for c in stub.ledger if tag in c.path}
+    assert received == {joined["saga_id"]: caller, alone["saga_id"]: None}
