@@ -30,7 +30,7 @@ def worker(celery_args: tuple[str, ...]) -> None:
     """Run a Celery worker (extra options go to `celery worker`)."""
     from wsgi import celery_app
 
-    celery_app.worker_main(["worker", *celery_args])
+    celery_app.worker_main([*_quiet_banner(celery_args), "worker", *celery_args])
 
 
 @click.command(context_settings=PASSTHROUGH)
@@ -76,7 +76,8 @@ def beat(celery_args: tuple[str, ...]) -> None:
     Extra options go to `celery beat` (e.g. `--loglevel INFO`). The schedule file is
     var/celerybeat-schedule under the current directory unless `--schedule` is given.
     """
-    argv = [sys.executable, "-m", "celery", "-A", "wsgi:celery_app", "beat"]
+    argv = [sys.executable, "-m", "celery", "-A", "wsgi:celery_app"]
+    argv += [*_quiet_banner(celery_args), "beat"]
     if not _has_option(celery_args, "-s", "--schedule"):
         var = Path("var")
         try:
@@ -123,10 +124,11 @@ def flower(no_auth: bool, flower_args: tuple[str, ...]) -> None:
             "Flower needs credentials: set FLOWER_BASIC_AUTH=user:password "
             "(or pass --no-auth to run it without authentication, on a private machine only)"
         )
-    _exec(
-        [sys.executable, "-m", "celery", "-A", "wsgi:celery_app", "flower", *flower_args],
-        env=env,
-    )
+    # saga_cli.flower_app: the Celery app with the project's logging set up first, so
+    # that Flower (tornado) logs in the same format instead of adding a handler of its own.
+    app = "saga_cli.flower_app:celery_app"
+    argv = [sys.executable, "-m", "celery", "-A", app, *_quiet_banner(flower_args)]
+    _exec([*argv, "flower", *flower_args], env=env)
 
 
 @click.command()
@@ -195,6 +197,9 @@ def demo_services(
             raise
         raise click.ClickException(f"the demo services are not installed ({exc})") from None
 
+    from sagas.log import configure_logging
+
+    configure_logging()
     # honcho and service managers stop processes with SIGTERM: shut down like on Ctrl-C.
     signal.signal(signal.SIGTERM, signal.default_int_handler)
     with contextlib.suppress(KeyboardInterrupt):
@@ -204,6 +209,17 @@ def demo_services(
             redis_url=redis_url or None,
             key_prefix=key_prefix,
         )
+
+
+def _quiet_banner(args: Sequence[str]) -> list[str]:
+    """Celery's global `--quiet` (no banner on stdout; it goes before the subcommand) when
+    the log format is JSON lines (SAGA_LOG_FORMAT), unless the banner is asked for: every
+    line the process writes is then JSON."""
+    from sagas.log import log_format
+
+    if log_format() != "json" or _has_option(args, "-q", "--quiet", "--no-quiet"):
+        return []
+    return ["--quiet"]
 
 
 def _has_option(args: Sequence[str], *names: str) -> bool:

@@ -58,6 +58,47 @@ def _setup_logging(loglevel: str | int | None = None, **_: Any) -> None:
     configure_logging(str(level or "INFO"), QuietSweepFilter(), ReceivedTaskFilter())
 
 
+# Celery's warning when a worker runs as root: it matters where the worker accepts pickle
+# (a message could then run code as root). Ours accepts JSON only (celeryconfig), so it is
+# said once, in the log format, with what it means here, instead of Celery's text block.
+ROOT_WARNING = "You're running the worker with superuser privileges"
+
+
+@signals.celeryd_init.connect
+def _log_before_privilege_check(options: dict[str, Any] | None = None, **_: Any) -> None:
+    """The worker's logging, set up before Celery checks its privileges (the next thing it
+    does), so that even that warning is a line of the log format."""
+    _setup_logging((options or {}).get("loglevel"))
+    if os.geteuid() == 0:
+        import warnings
+
+        warnings.filterwarnings("ignore", message=ROOT_WARNING)
+        logging.getLogger("tasks.runtime").warning(
+            "this worker runs as root. Celery warns about that because a worker that "
+            "accepts pickle would let a message run code as root; this one accepts JSON "
+            "only, so a message cannot. Still, run workers as an unprivileged user in "
+            "production (the Dockerfile does; or celery's --uid). `make run` as root on a "
+            "development machine is fine."
+        )
+
+
+@signals.celeryd_after_setup.connect
+def _log_worker_setup(sender: Any, instance: Any, conf: Any, **_: Any) -> None:
+    """What Celery's banner says (off in the JSON format: `saga-orchestrator worker`
+    passes --quiet), as one line."""
+    queues = sorted(instance.app.amqp.queues.consume_from or ())
+    pool = getattr(instance.pool_cls, "__module__", instance.pool_cls)
+    logging.getLogger("tasks.runtime").info(
+        "worker %s starting",
+        sender,
+        extra={
+            "queues": queues,
+            "concurrency": instance.concurrency,
+            "pool": str(pool),
+        },
+    )
+
+
 class ReceivedTaskFilter(logging.Filter):
     """Celery logs "Task ... received" in the worker's main process, outside any task: take
     the saga and correlation ids from the task's logged arguments. Celery names a step or
