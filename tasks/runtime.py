@@ -120,7 +120,8 @@ class ReceivedTaskFilter(logging.Filter):
 class QuietSweepFilter(logging.Filter):
     """Drops Celery's INFO lines about the sweep, which runs every few seconds and mostly
     finds nothing to do: the worker's "Task saga.sweep[...] received" and "... succeeded in
-    0.003s" and beat's "Sending due task saga-sweep (saga.sweep)". Celery has no per-task log
+    0.003s", "Discarding revoked task: saga.sweep[...]" (one that expired before a worker
+    took it) and beat's "Sending due task saga-sweep (saga.sweep)". Celery has no per-task log
     level (whether it logs INFO at all is decided once per task type). The sweep's warnings
     and errors stay; the engine logs a sweep that acted."""
 
@@ -131,7 +132,11 @@ class QuietSweepFilter(logging.Filter):
         if isinstance(data, dict) and data.get("name") == SWEEP_TASK:
             return False
         args = record.args
-        return not (record.name == "celery.beat" and isinstance(args, tuple) and SWEEP_TASK in args)
+        if record.name == "celery.beat" and isinstance(args, tuple) and SWEEP_TASK in args:
+            return False
+        # "Discarding revoked task: saga.sweep[...]": a sweep that expired unstarted (the
+        # next one does its work).
+        return not (record.name.startswith("celery.") and f"{SWEEP_TASK}[" in record.getMessage())
 
 
 @signals.beat_init.connect
