@@ -60,11 +60,13 @@ verify: install redis-server
 # Benchmarks run on demand (not timed tests): results in bench/results.json, charts in
 # docs/img/, figures in docs/performance.md. About 30 minutes on 2 cores: the headline comparison
 # three times per persistence mode, five worker pools at 500 sagas, the API under load, then
-# memory and GET /saga with 100,000 and 1,000,000 sagas stored (filling takes most of it).
+# memory and GET /saga with 100,000 and 1,000,000 sagas stored (filling takes most of it), and
+# the CPU per saga with tracing off and on (bench/tracing.py, docs/observability.md).
 bench: install-bench redis-server hey
 	$(BIN)/python -m bench.run --sagas 1000 --latency 200 --persistence both --repeat 3 --scaling 500
 	$(BIN)/python -m bench.api_load --rate 200 --seconds 10
 	$(BIN)/python -m bench.listing --sizes 100000 1000000
+	$(BIN)/python -m bench.tracing --sagas 300 --repeat 3
 	$(BIN)/python -m bench.plot
 
 # CI keeps the harness working with a few dozen sagas: every code path (no-op and HTTP steps,
@@ -75,6 +77,7 @@ bench-smoke: install-bench redis-server hey
 	  --scaling 20 --scaling-points prefork:1 --out $$out/results.json && \
 	$(BIN)/python -m bench.api_load --rate 40 --seconds 2 --out $$out/api.json && \
 	$(BIN)/python -m bench.listing --sizes 300 --queries 5 --out $$out/listing.json && \
+	$(BIN)/python -m bench.tracing --sagas 10 --repeat 1 --out $$out/tracing.json && \
 	$(BIN)/python -m bench.plot --results $$out/results.json --api-results $$out/api.json \
 	  --listing-results $$out/listing.json --out $$out/img && \
 	rm -rf $$out

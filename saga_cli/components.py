@@ -145,9 +145,10 @@ def events(name: str | None) -> None:
     from sagas.events import run_consumer
     from sagas.log import configure_logging
     from sagas.settings import Settings
-    from tasks.runtime import build_engine
+    from tasks.runtime import build_engine, start_tracing
 
     configure_logging()
+    start_tracing("saga-events")  # when OTEL_* ask for it (docs/observability.md)
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
     signal.signal(signal.SIGINT, lambda *_: stop.set())

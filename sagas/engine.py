@@ -258,7 +258,7 @@ class SagaEngine:
         record = self.store.get(saga_id)
         with (
             bound(saga_id=saga_id, correlation_id=record["correlation_id"]),
-            self._saga_trace(saga_id, "compensation requested", reason=reason),
+            self.saga_trace(saga_id, "compensation requested", reason=reason),
         ):
             log.info("compensation requested", extra={"reason": reason, "answer": reply.code})
             self.dispatch_compensation(saga_id, reply, record["correlation_id"])
@@ -281,7 +281,7 @@ class SagaEngine:
                     correlation_id, steps = str(reply.values[0]), int(str(reply.values[1]))
                     with (
                         bound(saga_id=saga_id, correlation_id=correlation_id),
-                        self._saga_trace(saga_id, "saga admitted"),
+                        self.saga_trace(saga_id, "saga admitted"),
                     ):
                         log.info("saga admitted")
                         self.dispatch_steps(saga_id, range(steps), correlation_id)
@@ -326,7 +326,7 @@ class SagaEngine:
         kind = timer.split("|")[0]
         with (
             bound(saga_id=saga_id, correlation_id=correlation_id),
-            self._saga_trace(saga_id, f"sweep {kind}: {reply.code}", timer=timer),
+            self.saga_trace(saga_id, f"sweep {kind}: {reply.code}", timer=timer),
         ):
             log.warning("sweep: %s -> %s %s", kind, reply.code, reply.values)
             if reply.code in ("compensate", "deferred"):
@@ -344,7 +344,7 @@ class SagaEngine:
             elif reply.code == "compensation_failed":
                 report.compensation_failed += 1
 
-    def _saga_trace(self, saga_id: str, name: str, **attributes: Any) -> Any:
+    def saga_trace(self, saga_id: str, name: str, **attributes: Any) -> Any:
         """The saga's trace, current for work caused from outside its executions (a sweep,
         a person, an admission), with a span `name` there; nothing when tracing is off."""
         if not tracing.enabled():

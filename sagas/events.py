@@ -78,6 +78,9 @@ class EventBus:
         }
         if step:
             fields["step"] = step
+        traceparent = tracing.current_traceparent()  # the request's trace (docs/events.md)
+        if traceparent:
+            fields["traceparent"] = traceparent
         event_id = self.store.append(self.keys.events, fields, self.settings.events_maxlen)
         return Published(event_id, self._matches(event_type, saga_id, correlation_id, event_id))
 
@@ -171,19 +174,41 @@ class EventBus:
         for target in targets:
             reply = self.store.event(target, event_type, output_json, event_id, step)
             outcomes.append(f"{target}:{reply.code}")
-            self._follow(target, reply)
+            with self.engine.saga_trace(target, f"event {event_type}", event_id=event_id):
+                self._follow(target, reply)
         if not targets:
-            from sagas.templates import triggered_by
+            # A workflow it starts joins the trace of whoever posted the event.
+            with tracing.in_saga(fields.get("traceparent"), f"event {event_type}"):
+                self._trigger(event_type, event_id, data, outcomes)
+        self._settle(event_id, fields, outcomes, event_type, saga_id, correlation_id)
+        return outcomes
 
-            for workflow in triggered_by(event_type):
-                try:
-                    started = self.engine.start_workflow(
-                        workflow, data, saga_id=trigger_saga_id(event_id, workflow)
-                    )
-                except ValidationFailed as exc:  # retrying would not help: record it
-                    outcomes.append(f"{workflow}:invalid: {exc}")
-                    continue
-                outcomes.append(f"{started.saga['saga_id']}:triggered")
+    def _trigger(
+        self, event_type: str, event_id: str, data: dict[str, Any], outcomes: list[str]
+    ) -> None:
+        """Start the workflows `event_type` triggers (outcomes appended)."""
+        from sagas.templates import triggered_by
+
+        for workflow in triggered_by(event_type):
+            try:
+                started = self.engine.start_workflow(
+                    workflow, data, saga_id=trigger_saga_id(event_id, workflow)
+                )
+            except ValidationFailed as exc:  # retrying would not help: record it
+                outcomes.append(f"{workflow}:invalid: {exc}")
+                continue
+            outcomes.append(f"{started.saga['saga_id']}:triggered")
+
+    def _settle(
+        self,
+        event_id: str,
+        fields: Mapping[str, str],
+        outcomes: list[str],
+        event_type: str,
+        saga_id: str | None,
+        correlation_id: str | None,
+    ) -> None:
+        """Keep an event no saga took as unmatched, and log what it did."""
         if not any(
             o.split(":", 1)[1]
             in ("next", "saga_completed", "compensate", "early", "triggered", "duplicate")
@@ -196,7 +221,6 @@ class EventBus:
             )
         with bound(saga_id=saga_id, correlation_id=correlation_id):
             log.info("event %s %s: %s", event_type, event_id, outcomes or "no saga")
-        return outcomes
 
     def _follow(self, saga_id: str, reply: Reply) -> None:
         if reply.code not in ("next", "compensate", "saga_completed"):

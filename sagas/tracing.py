@@ -195,7 +195,7 @@ def attempt(name: str, traceparent: str | None, attributes: Mapping[str, Any]) -
     """A span for one attempt of a step or compensation, in the saga's trace: a child of
     the current span when that is in the saga's trace (the Celery execution that runs it),
     else of the saga's stored context. Yields None, having built nothing, when tracing is
-    off. An exception leaving the block is recorded on the span and re-raised."""
+    off."""
     if not _enabled:
         yield None
         return
@@ -205,8 +205,15 @@ def attempt(name: str, traceparent: str | None, attributes: Mapping[str, Any]) -
         current.is_valid and f"{current.trace_id:032x}" == trace_id(traceparent)
     ):
         parent = _saga_context(traceparent)
+    # A failed attempt is an outcome, not a crash: `outcome` records it (status, error) and
+    # no traceback is attached to the span.
     with _tracer().start_as_current_span(
-        name, context=parent, kind=SpanKind.INTERNAL, attributes=dict(attributes)
+        name,
+        context=parent,
+        kind=SpanKind.INTERNAL,
+        attributes=dict(attributes),
+        record_exception=False,
+        set_status_on_exception=False,
     ) as span:
         yield span
 

@@ -248,3 +248,24 @@ def test_without_tracing_a_callers_traceparent_still_reaches_the_services(
         assert wait_final(engine, saga["saga_id"])["status"] == "COMPLETED"
     received = {c.saga_id: c.traceparent for c in stub.ledger if tag in c.path}
     assert received == {joined["saga_id"]: caller, alone["saga_id"]: None}
+
+
+def test_an_event_steps_command_carries_the_sagas_traceparent(engine: Any, worker: Any) -> None:
+    """The command an event step publishes names the trace (docs/events.md), so a service
+    consuming the stream can continue it; a saga without a trace publishes none."""
+    from opentelemetry import context as otel_context
+    from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
+
+    from tests.test_events import command_for, definition
+
+    caller = f"00-{uuid.uuid4().hex}-{uuid.uuid4().hex[:16]}-01"
+    token = otel_context.attach(TraceContextTextMapPropagator().extract({"traceparent": caller}))
+    try:
+        traced = engine.start(definition()).saga
+    finally:
+        otel_context.detach(token)
+    untraced = engine.start(definition()).saga
+    assert command_for(engine, traced["saga_id"])["traceparent"] == caller
+    assert "traceparent" not in command_for(engine, untraced["saga_id"])
+    for saga in (traced, untraced):
+        engine.compensate(saga["saga_id"], "test over")
