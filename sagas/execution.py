@@ -499,6 +499,9 @@ def _traced(span: Any, attempt: Callable[[], Outcome]) -> Outcome:
         raise
     if isinstance(result, Retry):
         tracing.outcome(span, "retry", result.error)
+    elif isinstance(result, Stop) and result.why == "saga_completed":
+        tracing.outcome(span, "completed")  # the last step: the saga is COMPLETED
+        span.set_attribute("saga.completed", True)
     elif isinstance(result, Stop):
         tracing.outcome(span, result.why)
     else:

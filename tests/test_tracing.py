@@ -45,6 +45,8 @@ def traced(redis_url: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator
         "SAGA_RETRY_BACKOFF_SECONDS": "0.05",
         "SAGA_RETRY_MAX_BACKOFF_SECONDS": "0.2",
         "WEB_CONCURRENCY": "1",
+        "SAGA_SWEEP_INTERVAL_SECONDS": "0.5",
+        "SAGA_REDRIVE_AFTER_SECONDS": "1",
         "OTEL_EXPORTER_OTLP_ENDPOINT": receiver.url,
         "OTEL_BSP_SCHEDULE_DELAY": "100",  # ms: spans reach the receiver promptly
     }
@@ -53,6 +55,14 @@ def traced(redis_url: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator
     with (logs / "api.log").open("wb") as out:
         api = subprocess.Popen(
             [CLI, "api", "--bind", f"127.0.0.1:{port}"],
+            cwd=ROOT,
+            env=full,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+        )
+    with (logs / "beat.log").open("wb") as out:
+        beat = subprocess.Popen(
+            [CLI, "beat", "--schedule", str(logs / "beat-schedule")],
             cwd=ROOT,
             env=full,
             stdout=out,
@@ -73,9 +83,17 @@ def traced(redis_url: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator
                 pass
             assert time.time() < deadline, (logs / "api.log").read_text()[-3000:]
             time.sleep(0.1)
-        yield {"client": client, "receiver": receiver, "stub": stub, "logs": logs}
+        yield {
+            "client": client,
+            "receiver": receiver,
+            "stub": stub,
+            "logs": logs,
+            "prefix": prefix,
+            "redis_url": redis_url,
+        }
     finally:
         client.close()
+        stop_process(beat)
         worker.stop()
         stop_process(api)
         stub.stop()
@@ -223,6 +241,43 @@ def test_a_compensation_asked_for_later_joins_the_sagas_trace(traced: dict[str, 
     assert not [
         s for s in spans if s["trace_id"] == other_trace and "saga.attempt" in s["attributes"]
     ]
+
+
+def test_a_sweeps_redrive_is_a_span_of_the_sagas_trace(traced: dict[str, Any]) -> None:
+    """A saga written whose steps were never enqueued (a crash between the write and the
+    publish): beat's sweep, in a trace of its own, re-drives it; the re-drive is a span in the
+    saga's trace, and the attempts it caused are below it."""
+    from dataclasses import replace
+
+    from sagas.definition import parse_definition
+    from sagas.settings import Settings
+    from sagas.store import RedisStore, connect
+
+    receiver, stub = traced["receiver"], traced["stub"]
+    settings = replace(Settings.from_env(), services={"svc": stub.url})
+    store = RedisStore(connect(traced["redis_url"]), traced["prefix"], redrive_after_seconds=1)
+    tag, saga_id = uuid.uuid4().hex[:8], str(uuid.uuid4())
+    saga_trace, parent = uuid.uuid4().hex, uuid.uuid4().hex[:16]
+    definition = parse_definition(
+        {"saga_type": "lost_traced", "steps": [http_step("a", f"/ok/{tag}/a")]}, settings
+    )
+    created = store.create(saga_id, definition, saga_id, traceparent=f"00-{saga_trace}-{parent}-01")
+    assert created.code == "created"
+
+    def redriven(spans: list[dict[str, Any]]) -> bool:
+        return any(s["name"] == "step a" and s["trace_id"] == saga_trace for s in spans)
+
+    spans = receiver.wait_for(redriven, timeout=30)
+    ours = {s["span_id"]: s for s in spans if s["trace_id"] == saga_trace}
+    sweep = [s for s in ours.values() if s["name"] == "sweep next: redrive_steps"]
+    assert len(sweep) == 1 and sweep[0]["parent_id"] == parent
+    assert sweep[0]["attributes"]["saga.id"] == saga_id
+    attempt = next(s for s in ours.values() if s["name"] == "step a")
+    assert sweep[0]["span_id"] in ancestors(attempt, ours)
+    assert attempt["attributes"]["saga.outcome"] == "completed"
+    # the sweep's own trace is never started (QuietRoots): no sweep span has no parent
+    assert not [s for s in spans if s["name"] == "run/saga.sweep" and not s["parent_id"]]
+    store.redis.close()
 
 
 def test_without_tracing_a_callers_traceparent_still_reaches_the_services(
