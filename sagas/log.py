@@ -21,6 +21,8 @@ from typing import Any
 
 from pythonjsonlogger.json import JsonFormatter
 
+from sagas.tracing import current_trace_id
+
 Fields = dict[str, Any]
 _context: contextvars.ContextVar[Fields | None] = contextvars.ContextVar("saga_log", default=None)
 
@@ -58,8 +60,6 @@ class ContextFilter(logging.Filter):
             if getattr(record, key, None) is None:
                 setattr(record, key, None)
         if record.trace_id is None:  # type: ignore[attr-defined]
-            from sagas.tracing import current_trace_id
-
             record.trace_id = current_trace_id()
         return True
 

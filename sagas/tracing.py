@@ -156,9 +156,12 @@ def trace_id(traceparent: str | None) -> str | None:
 
 
 def current_trace_id() -> str | None:
-    """The trace id of the span being recorded in this context, if any (for log lines)."""
+    """The trace id of the current span if its trace is sampled (for log lines: a trace
+    that is never recorded, such as a sweep's, is not named)."""
     span_context = trace.get_current_span().get_span_context()
-    return f"{span_context.trace_id:032x}" if span_context.is_valid else None
+    if span_context.is_valid and span_context.trace_flags.sampled:
+        return f"{span_context.trace_id:032x}"
+    return None
 
 
 def _saga_context(traceparent: str) -> otel_context.Context:
