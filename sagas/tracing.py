@@ -64,6 +64,9 @@ def configure(service_name: str) -> bool:
     global _enabled
     if _enabled or not wanted():
         return _enabled
+    for name in ("OTEL_EXPORTER_OTLP_ENDPOINT", "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT"):
+        if os.environ.get(name) == "":  # set but empty (docker-compose): the SDK's default
+            del os.environ[name]
     from opentelemetry.sdk.resources import SERVICE_NAME, Resource
     from opentelemetry.sdk.trace import TracerProvider
     from opentelemetry.sdk.trace.export import BatchSpanProcessor, SpanExporter
