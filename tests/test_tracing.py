@@ -333,3 +333,29 @@ def test_an_event_steps_command_carries_the_sagas_traceparent(engine: Any, worke
     assert "traceparent" not in command_for(engine, untraced["saga_id"])
     for saga in (traced, untraced):
         engine.compensate(saga["saga_id"], "test over")
+
+
+def test_the_standard_variables_turn_tracing_on_and_off() -> None:
+    from sagas import tracing
+
+    endpoint = {"OTEL_EXPORTER_OTLP_ENDPOINT": "http://collector:4318"}
+    assert not tracing.wanted({})
+    assert not tracing.wanted({"OTEL_EXPORTER_OTLP_ENDPOINT": ""})
+    assert tracing.wanted(endpoint)
+    assert tracing.wanted({"OTEL_EXPORTER_OTLP_TRACES_ENDPOINT": "http://c:4318/v1/traces"})
+    assert tracing.wanted({"OTEL_TRACES_EXPORTER": "console"})
+    assert not tracing.wanted({**endpoint, "OTEL_SDK_DISABLED": "true"})
+    assert not tracing.wanted({**endpoint, "OTEL_TRACES_EXPORTER": "none"})
+
+
+def test_off_builds_no_span() -> None:
+    """This test process never configured tracing: an attempt gets no span object at all,
+    and the global provider is still the API's placeholder (no SDK installed)."""
+    from opentelemetry import trace
+
+    from sagas import tracing
+
+    assert not tracing.enabled()
+    with tracing.attempt("step x", "00-" + "1" * 32 + "-" + "2" * 16 + "-01", {}) as span:
+        assert span is None
+    assert type(trace.get_tracer_provider()).__name__ == "ProxyTracerProvider"
