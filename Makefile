@@ -62,12 +62,14 @@ verify: install redis-server
 # three times per persistence mode, five worker pools at 500 sagas, the API under load, then
 # memory, GET /saga and the dashboard with 100,000 and 1,000,000 sagas stored (filling takes
 # most of it), then sagas through the API against plain Celery (task events on and off) and
-# DBOS Transact on PostgreSQL (bench/e2e.py, a few minutes).
+# DBOS Transact on PostgreSQL (bench/e2e.py, a few minutes), and the CPU per saga with tracing
+# off and on (bench/tracing.py, docs/observability.md).
 bench: install-bench redis-server hey
 	$(BIN)/python -m bench.run --sagas 1000 --latency 200 --persistence both --repeat 3 --scaling 500
 	$(BIN)/python -m bench.api_load --rate 200 --seconds 10
 	$(BIN)/python -m bench.listing --sizes 100000 1000000
 	$(BIN)/python -m bench.e2e --sagas 1000 --threads 8 --latency 200
+	$(BIN)/python -m bench.tracing --sagas 300 --repeat 3
 	$(BIN)/python -m bench.plot
 
 # CI keeps the harness working with a few dozen sagas: every code path (no-op and HTTP steps,
@@ -79,6 +81,7 @@ bench-smoke: install-bench redis-server hey
 	$(BIN)/python -m bench.api_load --rate 40 --seconds 2 --out $$out/api.json && \
 	$(BIN)/python -m bench.listing --sizes 300 --queries 5 --out $$out/listing.json && \
 	$(BIN)/python -m bench.e2e --sagas 20 --latency 3 --out $$out/e2e.json && \
+	$(BIN)/python -m bench.tracing --sagas 10 --repeat 1 --out $$out/tracing.json && \
 	$(BIN)/python -m bench.plot --results $$out/results.json --api-results $$out/api.json \
 	  --listing-results $$out/listing.json --out $$out/img && \
 	rm -rf $$out

@@ -31,6 +31,9 @@ wsgi_app = "wsgi:app"
 bind = [os.environ.get("SAGA_BIND") or "0.0.0.0:8008"]
 workers = _workers()
 accesslog = "-"  # access log on stdout, error log on stderr (gunicorn's default)
+# Both in the project's log format (JSON lines, or SAGA_LOG_FORMAT=console): app/gunicorn_logs.py.
+logger_class = "app.gunicorn_logs.SagaLogger"
+access_log_format = '%(h)s "%(r)s" %(s)s %(B)s %(M)sms'
 # gunicorn >= 25.1 opens a control socket in $XDG_RUNTIME_DIR or ~/.gunicorn: nothing uses it,
 # and it fails in read-only containers.
 control_socket_disable = True
@@ -73,3 +76,10 @@ def post_worker_init(worker: Any) -> None:
 
     gc.collect()
     gc.freeze()
+
+
+def worker_exit(server: Any, worker: Any) -> None:
+    """Export the spans a worker still buffers before it goes (sagas/tracing.py)."""
+    from sagas import tracing
+
+    tracing.shutdown()

@@ -19,6 +19,9 @@ def __getattr__(name: str) -> Any:
         from app import create_app
         from sagas.settings import Settings
 
+        # The API enqueues the steps: its Celery messages carry the trace too (a gunicorn
+        # worker builds the app after the fork, so the exporter's thread is its own).
+        tasks.runtime.start_tracing("saga-api")
         try:
             api = create_app(engine=tasks.runtime.build_engine(Settings.from_env()))
         except AttributeError as exc:  # gunicorn would report it as "no attribute 'app'"

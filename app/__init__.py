@@ -18,6 +18,7 @@ from app.auth import init_auth
 from app.errors import register_error_handlers
 from app.extensions import api
 from app.openapi import finish as finish_openapi
+from app.tracing import init_tracing
 from app.ui import init_ui
 from sagas.engine import SagaEngine
 from sagas.log import configure_logging
@@ -57,6 +58,7 @@ def create_app(config: Mapping[str, Any] | None = None, *, engine: SagaEngine) -
     app.config.update(config or {})
     app.extensions["saga_engine"] = engine
     configure_logging(app.config.get("LOG_LEVEL", "INFO"))
+    init_tracing(app)  # before the routes: the Flask instrumentation wraps every request
     init_auth(app)
     register_extensions(app)
     register_blueprints(app)

@@ -115,6 +115,8 @@ def saga_example() -> dict[str, Any]:
         ],
         "rerun_of": None,
         "reruns": [],
+        "webhook": None,
+        "trace_id": "4bf92f3577b34da6a3ce929d0e0e4736",
     }
 
 

@@ -102,6 +102,20 @@ class SagaSchema(Schema):
         metadata={"description": "the sagas that ran this one again"},
         required=True,
     )
+    webhook = fields.Dict(
+        allow_none=True,
+        required=True,
+        metadata={"description": "the completion webhook {service, path}, or null"},
+    )
+    trace_id = fields.String(
+        allow_none=True,
+        required=True,
+        metadata={
+            "description": "the saga's OpenTelemetry trace id (32 hex digits): the start "
+            "request's trace, or the caller's `traceparent`; null when neither existed "
+            "(docs/observability.md)"
+        },
+    )
 
 
 class ErrorSchema(Schema):
@@ -121,10 +135,6 @@ class ErrorSchema(Schema):
     )
     saga_id = fields.String(
         metadata={"description": "409 on an Idempotency-Key: the saga it was first used for"}
-    )
-    webhook = fields.Dict(
-        allow_none=True,
-        metadata={"description": "the completion webhook {service, path}, or null"},
     )
 
 

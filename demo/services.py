@@ -275,6 +275,8 @@ class DemoApp:
                 "status": status,
                 "correlation_id": request.headers.get("X-Correlation-Id"),
                 "saga_id": request.headers.get("X-Saga-Id"),
+                "step": _step_of(request.headers.get("Idempotency-Key")),
+                "trace_id": _trace_of(request.headers.get("traceparent")),
                 "barrier": note or None,
             },
         )
@@ -1076,6 +1078,7 @@ class CommandConsumer:
                 "correlation_id": correlation_id or None,
                 "saga_id": saga_id or None,
                 "step": step or None,
+                "trace_id": _trace_of(fields.get("traceparent")),
             },
         )
 
@@ -1190,6 +1193,18 @@ def start_in_threads(
             server.server_close()
         raise
     return DemoServices(apps, servers, threads, host, consumers)
+
+
+def _step_of(idempotency_key: str | None) -> str | None:
+    """The step an orchestrator call is for: its key is `<saga id>:<step>:<phase>`."""
+    parts = (idempotency_key or "").split(":")
+    return parts[1] if len(parts) == 3 else None
+
+
+def _trace_of(traceparent: str | None) -> str | None:
+    """The trace id of a W3C traceparent (`00-<trace id>-<span id>-<flags>`), for the log."""
+    parts = (traceparent or "").split("-")
+    return parts[1] if len(parts) == 4 and len(parts[1]) == 32 else None
 
 
 def serve(

@@ -30,7 +30,7 @@ def worker(celery_args: tuple[str, ...]) -> None:
     """Run a Celery worker (extra options go to `celery worker`)."""
     from wsgi import celery_app
 
-    celery_app.worker_main(["worker", *celery_args])
+    celery_app.worker_main([*_quiet_banner(celery_args), "worker", *celery_args])
 
 
 @click.command(context_settings=PASSTHROUGH)
@@ -78,7 +78,8 @@ def beat(celery_args: tuple[str, ...]) -> None:
     Extra options go to `celery beat` (e.g. `--loglevel INFO`). The schedule file is
     var/celerybeat-schedule under the current directory unless `--schedule` is given.
     """
-    argv = [sys.executable, "-m", "celery", "-A", "wsgi:celery_app", "beat"]
+    argv = [sys.executable, "-m", "celery", "-A", "wsgi:celery_app"]
+    argv += [*_quiet_banner(celery_args), "beat"]
     if not _has_option(celery_args, "-s", "--schedule"):
         var = Path("var")
         try:
@@ -125,10 +126,11 @@ def flower(no_auth: bool, flower_args: tuple[str, ...]) -> None:
             "Flower needs credentials: set FLOWER_BASIC_AUTH=user:password "
             "(or pass --no-auth to run it without authentication, on a private machine only)"
         )
-    _exec(
-        [sys.executable, "-m", "celery", "-A", "wsgi:celery_app", "flower", *flower_args],
-        env=env,
-    )
+    # saga_cli.flower_app: the Celery app with the project's logging set up first, so
+    # that Flower (tornado) logs in the same format instead of adding a handler of its own.
+    app = "saga_cli.flower_app:celery_app"
+    argv = [sys.executable, "-m", "celery", "-A", app, *_quiet_banner(flower_args)]
+    _exec([*argv, "flower", *flower_args], env=env)
 
 
 @click.command()
@@ -145,9 +147,10 @@ def events(name: str | None) -> None:
     from sagas.events import run_consumer
     from sagas.log import configure_logging
     from sagas.settings import Settings
-    from tasks.runtime import build_engine
+    from tasks.runtime import build_engine, start_tracing
 
     configure_logging()
+    start_tracing("saga-events")  # when OTEL_* ask for it (docs/observability.md)
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
     signal.signal(signal.SIGINT, lambda *_: stop.set())
@@ -197,6 +200,9 @@ def demo_services(
             raise
         raise click.ClickException(f"the demo services are not installed ({exc})") from None
 
+    from sagas.log import configure_logging
+
+    configure_logging()
     # honcho and service managers stop processes with SIGTERM: shut down like on Ctrl-C.
     signal.signal(signal.SIGTERM, signal.default_int_handler)
     with contextlib.suppress(KeyboardInterrupt):
@@ -223,6 +229,17 @@ def _check_api_configuration() -> None:
         configured_keys(api_config["API_KEYS"], api_config["ALLOW_ANONYMOUS"])
     except ConfigurationError as exc:
         raise click.ClickException(f"cannot start the API: {exc}") from None
+
+
+def _quiet_banner(args: Sequence[str]) -> list[str]:
+    """Celery's global `--quiet` (no banner on stdout; it goes before the subcommand) when
+    the log format is JSON lines (SAGA_LOG_FORMAT), unless the banner is asked for: every
+    line the process writes is then JSON."""
+    from sagas.log import log_format
+
+    if log_format() != "json" or _has_option(args, "-q", "--quiet", "--no-quiet"):
+        return []
+    return ["--quiet"]
 
 
 def _has_option(args: Sequence[str], *names: str) -> bool:

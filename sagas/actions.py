@@ -15,6 +15,7 @@ from urllib.parse import urlsplit
 
 import httpx
 
+from sagas import tracing
 from sagas.errors import StepError
 from sagas.registry import TaskContext, get_task
 
@@ -61,6 +62,9 @@ class ActionExecutor:
             "X-Saga-Id": ctx.saga_id,
             "X-Correlation-Id": ctx.correlation_id,
         }
+        # W3C trace context: the attempt's span (the httpx instrumentation then puts its
+        # client span's), or the saga's stored context when this process records nothing.
+        tracing.inject(headers, ctx.traceparent)
         timeout = httpx.Timeout(timeout_seconds, connect=min(timeout_seconds, 5.0))
         kwargs: dict[str, Any] = {"headers": headers, "timeout": timeout}
         if "body" in spec:

@@ -17,6 +17,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
+from sagas import tracing
 from sagas.actions import ActionExecutor
 from sagas.definition import parse_definition
 from sagas.errors import IdempotencyConflict, InvalidTransition, SagaNotFound
@@ -146,8 +147,15 @@ class SagaEngine:
         definition = parse_definition(data, self.settings)
         saga_id = saga_id or str(uuid.uuid4())
         correlation_id = definition.correlation_id or saga_id
-        with bound(saga_id=saga_id, correlation_id=correlation_id):
-            reply = self.store.create(saga_id, definition, correlation_id, idempotency, origin)
+        # The trace this start is part of (the API request's span, or a caller's context)
+        # becomes the saga's, for every execution to join (sagas/tracing.py).
+        traceparent = tracing.current_traceparent()
+        with bound(
+            saga_id=saga_id, correlation_id=correlation_id, trace_id=tracing.trace_id(traceparent)
+        ):
+            reply = self.store.create(
+                saga_id, definition, correlation_id, idempotency, origin, traceparent
+            )
             if reply.code == "exists":  # this very call again: it was dispatched then
                 return Started(self.store.get(saga_id), created=False)
             if reply.code == "idempotent":
@@ -256,7 +264,10 @@ class SagaEngine:
             )
             raise InvalidTransition(saga_id, status, f"cannot compensate: {why}")
         record = self.store.get(saga_id)
-        with bound(saga_id=saga_id, correlation_id=record["correlation_id"]):
+        with (
+            bound(saga_id=saga_id, correlation_id=record["correlation_id"]),
+            self.saga_trace(saga_id, "compensation requested", reason=reason),
+        ):
             log.info("compensation requested", extra={"reason": reason, "answer": reply.code})
             self.dispatch_compensation(saga_id, reply, record["correlation_id"])
         self.admit()
@@ -276,9 +287,12 @@ class SagaEngine:
                     return admitted
                 if reply.code == "promoted":
                     correlation_id, steps = str(reply.values[0]), int(str(reply.values[1]))
-                    with bound(saga_id=saga_id, correlation_id=correlation_id):
+                    with (
+                        bound(saga_id=saga_id, correlation_id=correlation_id),
+                        self.saga_trace(saga_id, "saga admitted"),
+                    ):
                         log.info("saga admitted")
-                    self.dispatch_steps(saga_id, range(steps), correlation_id)
+                        self.dispatch_steps(saga_id, range(steps), correlation_id)
                     admitted.append(saga_id)
 
     def sweep(self, limit: int = 1000) -> SweepReport:
@@ -319,8 +333,12 @@ class SagaEngine:
         if reply.code == "none":
             return
         correlation_id = self.store.get(saga_id)["correlation_id"]
-        with bound(saga_id=saga_id, correlation_id=correlation_id):
-            log.warning("sweep: %s -> %s %s", timer.split("|")[0], reply.code, reply.values)
+        kind = timer.split("|")[0]
+        with (
+            bound(saga_id=saga_id, correlation_id=correlation_id),
+            self.saga_trace(saga_id, f"sweep {kind}: {reply.code}", timer=timer),
+        ):
+            log.warning("sweep: %s -> %s %s", kind, reply.code, reply.values)
             if reply.code in ("compensate", "deferred"):
                 report.timed_out += 1
                 self.dispatch_compensation(saga_id, reply, correlation_id)
@@ -335,6 +353,14 @@ class SagaEngine:
                 self.dispatch_compensations(saga_id, indexes, correlation_id)
             elif reply.code == "compensation_failed":
                 report.compensation_failed += 1
+
+    def saga_trace(self, saga_id: str, name: str, **attributes: Any) -> Any:
+        """The saga's trace, current for work caused from outside its executions (a sweep,
+        a person, an admission), with a span `name` there; nothing when tracing is off."""
+        if not tracing.enabled():
+            return tracing.in_saga(None)
+        attributes = {"saga.id": saga_id, **{f"saga.{k}": v for k, v in attributes.items()}}
+        return tracing.in_saga(self.store.traceparent(saga_id), name, **attributes)
 
     # --- dispatching ------------------------------------------------------------------
     def step_time_limit(self, step_timeout_seconds: float) -> float:

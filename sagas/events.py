@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING, Any
 
 import redis
 
+from sagas import tracing
 from sagas.errors import ValidationFailed
 from sagas.log import bound
 from sagas.records import dumps, encode_output
@@ -89,12 +90,20 @@ class EventBus:
             fields["step"] = step
         if event_id:
             fields["event_id"] = event_id
+        traceparent = tracing.current_traceparent()  # the request's trace (docs/events.md)
+        if traceparent:
+            fields["traceparent"] = traceparent
         entry_id = self.store.append(self.keys.events, fields, self.settings.events_maxlen)
         name = event_name(entry_id, fields)
         return Published(name, self._matches(event_type, saga_id, correlation_id, name))
 
     def publish_command(
-        self, saga_id: str, step: str, spec: Mapping[str, Any], correlation_id: str
+        self,
+        saga_id: str,
+        step: str,
+        spec: Mapping[str, Any],
+        correlation_id: str,
+        traceparent: str = "",
     ) -> str:
         """An event step's command, for the services that consume `stream:commands`."""
         fields = {
@@ -107,6 +116,10 @@ class EventBus:
             "reply_failure": spec["await"].get("failure", ""),
             "data": dumps(spec.get("data") or {}),
         }
+        headers: dict[str, str] = {}
+        tracing.inject(headers, traceparent)
+        if headers.get("traceparent"):  # W3C trace context of the step (docs/events.md)
+            fields["traceparent"] = headers["traceparent"]
         return self.store.append(self.keys.commands, fields, self.settings.events_maxlen)
 
     def _targets(self, saga_id: str | None, correlation_id: str | None) -> list[str]:
@@ -174,21 +187,42 @@ class EventBus:
         for target in targets:
             reply = self.store.event(target, event_type, output_json, event_id, step)
             outcomes.append(f"{target}:{reply.code}")
-            self._follow(target, reply)
+            with self.engine.saga_trace(target, f"event {event_type}", event_id=event_id):
+                self._follow(target, reply)
         if not targets:
-            from sagas.templates import triggered_by
+            # A workflow it starts joins the trace of whoever posted the event.
+            with tracing.in_saga(fields.get("traceparent"), f"event {event_type}"):
+                self._trigger(event_type, event_name(event_id, fields), data, outcomes)
+        self._settle(event_id, fields, outcomes, event_type, saga_id, correlation_id)
+        return outcomes
 
-            for workflow in triggered_by(event_type):
-                try:
-                    started = self.engine.start_workflow(
-                        workflow,
-                        data,
-                        saga_id=trigger_saga_id(event_name(event_id, fields), workflow),
-                    )
-                except ValidationFailed as exc:  # retrying would not help: record it
-                    outcomes.append(f"{workflow}:invalid: {exc}")
-                    continue
-                outcomes.append(f"{started.saga['saga_id']}:triggered")
+    def _trigger(
+        self, event_type: str, name: str, data: dict[str, Any], outcomes: list[str]
+    ) -> None:
+        """Start the workflows `event_type` triggers (outcomes appended); `name` names the
+        event (`event_name`), so that a resent event starts no second saga."""
+        from sagas.templates import triggered_by
+
+        for workflow in triggered_by(event_type):
+            try:
+                started = self.engine.start_workflow(
+                    workflow, data, saga_id=trigger_saga_id(name, workflow)
+                )
+            except ValidationFailed as exc:  # retrying would not help: record it
+                outcomes.append(f"{workflow}:invalid: {exc}")
+                continue
+            outcomes.append(f"{started.saga['saga_id']}:triggered")
+
+    def _settle(
+        self,
+        event_id: str,
+        fields: Mapping[str, str],
+        outcomes: list[str],
+        event_type: str,
+        saga_id: str | None,
+        correlation_id: str | None,
+    ) -> None:
+        """Keep an event no saga took as unmatched, and log what it did."""
         if not any(
             o.split(":", 1)[1]
             in ("next", "saga_completed", "compensate", "early", "triggered", "duplicate")
@@ -201,7 +235,6 @@ class EventBus:
             )
         with bound(saga_id=saga_id, correlation_id=correlation_id):
             log.info("event %s %s: %s", event_type, event_id, outcomes or "no saga")
-        return outcomes
 
     def _follow(self, saga_id: str, reply: Reply) -> None:
         if reply.code not in ("next", "compensate", "saga_completed"):

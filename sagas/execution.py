@@ -26,7 +26,7 @@ from typing import TYPE_CHECKING, Any, NoReturn
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
-from sagas import placeholders
+from sagas import placeholders, tracing
 from sagas.errors import CompensationFailed, StepError, StepFailed, StoreUnreachable
 from sagas.log import bound
 from sagas.records import encode_output
@@ -120,34 +120,51 @@ class Executions:
         grant = self.store.grant(reply)
         step = grant.definition[index]
         ctx = _context(saga_id, step["name"], "action", grant)
-        with _bound(ctx):
-            try:
-                spec = _render(step["action"], saga_id, grant)
-            except placeholders.RenderError as exc:
-                return self._step_transition(
-                    saga_id,
-                    index,
-                    lease,
-                    correlation_id,
-                    _fail(f"{exc}; no call was made", uncertain=False, reason="error"),
-                )
-            if spec["kind"] == "event":
-                self.engine.events.publish_command(saga_id, step["name"], spec, correlation_id)
-                wait = {"op": "wait", "call": new_call_id(), "attempt": grant.attempt}
-                log.info("step waits for %s", spec["await"]["success"])
-                return self._step_transition(saga_id, index, lease, correlation_id, wait)
-            try:
-                output = self.engine.executor.run(spec, ctx, grant.remaining_ms / 1000)
-            except StepError as exc:
-                decision = self._after_attempt_error(step, grant, exc)
-                return self._step_transition(saga_id, index, lease, correlation_id, decision)
-            done = {
-                "op": "complete",
-                "call": new_call_id(),
-                "attempt": grant.attempt,
-                "output": self._encode_output(output),
-            }
-            return self._step_transition(saga_id, index, lease, correlation_id, done)
+        with _bound(ctx, grant), _span(f"step {step['name']}", ctx, grant, index) as span:
+            return _traced(
+                span, lambda: self._step_attempt(saga_id, index, lease, correlation_id, grant, ctx)
+            )
+
+    def _step_attempt(
+        self,
+        saga_id: str,
+        index: int,
+        lease: str,
+        correlation_id: str,
+        grant: Grant,
+        ctx: TaskContext,
+    ) -> Outcome:
+        """The attempt `grant` allows: render the action, run it, record the outcome."""
+        step = grant.definition[index]
+        try:
+            spec = _render(step["action"], saga_id, grant)
+        except placeholders.RenderError as exc:
+            return self._step_transition(
+                saga_id,
+                index,
+                lease,
+                correlation_id,
+                _fail(f"{exc}; no call was made", uncertain=False, reason="error"),
+            )
+        if spec["kind"] == "event":
+            self.engine.events.publish_command(
+                saga_id, step["name"], spec, correlation_id, grant.traceparent
+            )
+            wait = {"op": "wait", "call": new_call_id(), "attempt": grant.attempt}
+            log.info("step waits for %s", spec["await"]["success"])
+            return self._step_transition(saga_id, index, lease, correlation_id, wait)
+        try:
+            output = self.engine.executor.run(spec, ctx, grant.remaining_ms / 1000)
+        except StepError as exc:
+            decision = self._after_attempt_error(step, grant, exc)
+            return self._step_transition(saga_id, index, lease, correlation_id, decision)
+        done = {
+            "op": "complete",
+            "call": new_call_id(),
+            "attempt": grant.attempt,
+            "output": self._encode_output(output),
+        }
+        return self._step_transition(saga_id, index, lease, correlation_id, done)
 
     def _after_attempt_error(
         self, step: Mapping[str, Any], grant: Grant, exc: StepError
@@ -306,26 +323,33 @@ class Executions:
         grant = self.store.grant(reply)
         step = grant.definition[index]
         ctx = _context(saga_id, step["name"], "compensation", grant)
-        with _bound(ctx):
-            try:
-                spec = _render(step["compensation"], saga_id, grant)
-            except placeholders.MissingValue as exc:
-                message = (
-                    f"compensation of step {step['name']!r} needs {{{{{exc.text}}}}}, which "
-                    f"has no value: {exc.why}; resolve it by hand"
-                )
-                return self._comp_transition(saga_id, index, lease, _cfail(message))
-            except placeholders.RenderError as exc:
-                return self._comp_transition(saga_id, index, lease, _cfail(str(exc)))
-            try:
-                self.engine.executor.run(spec, ctx, grant.remaining_ms / 1000)
-            except StepError as exc:
-                log.warning("compensation attempt failed: %s", exc.message)
-                return self._comp_transition(
-                    saga_id, index, lease, self._after_undo_error(step, grant, exc)
-                )
-            done = {"op": "complete", "call": new_call_id(), "attempt": grant.attempt}
-            return self._comp_transition(saga_id, index, lease, done)
+        with _bound(ctx, grant), _span(f"compensate {step['name']}", ctx, grant, index) as span:
+            return _traced(span, lambda: self._comp_attempt(saga_id, index, lease, grant, ctx))
+
+    def _comp_attempt(
+        self, saga_id: str, index: int, lease: str, grant: Grant, ctx: TaskContext
+    ) -> Outcome:
+        """The undo attempt `grant` allows: render the compensation, run it, record it."""
+        step = grant.definition[index]
+        try:
+            spec = _render(step["compensation"], saga_id, grant)
+        except placeholders.MissingValue as exc:
+            message = (
+                f"compensation of step {step['name']!r} needs {{{{{exc.text}}}}}, which "
+                f"has no value: {exc.why}; resolve it by hand"
+            )
+            return self._comp_transition(saga_id, index, lease, _cfail(message))
+        except placeholders.RenderError as exc:
+            return self._comp_transition(saga_id, index, lease, _cfail(str(exc)))
+        try:
+            self.engine.executor.run(spec, ctx, grant.remaining_ms / 1000)
+        except StepError as exc:
+            log.warning("compensation attempt failed: %s", exc.message)
+            return self._comp_transition(
+                saga_id, index, lease, self._after_undo_error(step, grant, exc)
+            )
+        done = {"op": "complete", "call": new_call_id(), "attempt": grant.attempt}
+        return self._comp_transition(saga_id, index, lease, done)
 
     def _after_undo_error(self, step: Mapping[str, Any], grant: Grant, exc: StepError) -> Pending:
         if not exc.retryable:
@@ -426,10 +450,11 @@ def _context(saga_id: str, name: str, phase: str, grant: Grant) -> TaskContext:
         attempt=grant.attempt,
         idempotency_key=f"{saga_id}:{name}:{phase}",
         correlation_id=grant.correlation_id,
+        traceparent=grant.traceparent,
     )
 
 
-def _bound(ctx: TaskContext) -> AbstractContextManager[None]:
+def _bound(ctx: TaskContext, grant: Grant) -> AbstractContextManager[None]:
     """Log context of one attempt."""
     return bound(
         saga_id=ctx.saga_id,
@@ -437,7 +462,50 @@ def _bound(ctx: TaskContext) -> AbstractContextManager[None]:
         step=ctx.step,
         phase=ctx.phase,
         attempt=ctx.attempt,
+        trace_id=tracing.trace_id(grant.traceparent),
     )
+
+
+def _span(name: str, ctx: TaskContext, grant: Grant, index: int) -> AbstractContextManager[Any]:
+    """The span of one attempt, in the saga's trace (None when tracing is off)."""
+    return tracing.attempt(
+        name,
+        grant.traceparent,
+        {
+            "saga.id": ctx.saga_id,
+            "saga.type": grant.saga_type,
+            "saga.correlation_id": ctx.correlation_id,
+            "saga.step": ctx.step,
+            "saga.step_index": index,
+            "saga.phase": ctx.phase,
+            "saga.attempt": ctx.attempt,
+        },
+    )
+
+
+def _traced(span: Any, attempt: Callable[[], Outcome]) -> Outcome:
+    """Run an attempt and record on its span how it ended (`saga.outcome`): completed,
+    retry, failed, or why the chain stopped (waiting, duplicate, stale, ...)."""
+    if span is None:
+        return attempt()
+    try:
+        result = attempt()
+    except (StepFailed, CompensationFailed) as exc:
+        tracing.outcome(span, "failed", str(exc))
+        raise
+    except StoreUnreachable as exc:
+        tracing.outcome(span, "store_unreachable", str(exc))
+        raise
+    if isinstance(result, Retry):
+        tracing.outcome(span, "retry", result.error)
+    elif isinstance(result, Stop) and result.why == "saga_completed":
+        tracing.outcome(span, "completed")  # the last step: the saga is COMPLETED
+        span.set_attribute("saga.completed", True)
+    elif isinstance(result, Stop):
+        tracing.outcome(span, result.why)
+    else:
+        tracing.outcome(span, "completed")
+    return result
 
 
 def _render(action: Mapping[str, Any], saga_id: str, grant: Grant) -> dict[str, Any]:

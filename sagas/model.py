@@ -81,3 +81,4 @@ class SagaRecord(TypedDict):
     rerun_of: str | None  # the saga this one reruns (sagas/repair.py)
     reruns: list[str]  # the sagas that rerun this one, oldest first
     webhook: dict[str, str] | None  # the completion webhook {service, path} (sagas/webhooks.py)
+    trace_id: str | None  # the saga's OpenTelemetry trace (sagas/tracing.py)

@@ -8,6 +8,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from sagas.model import SagaRecord, StepRecord
+from sagas.tracing import trace_id
 
 
 def dumps(value: Any) -> str:
@@ -76,6 +77,7 @@ def document(h: dict[str, str]) -> SagaRecord:
         "compensation_failure": json.loads(h["cfailure"]) if h.get("cfailure") else None,
         "steps": steps,
         "rerun_of": h.get("rerun_of") or None,
+        "trace_id": trace_id(h.get("tp")),
         "reruns": json.loads(h["reruns"]) if h.get("reruns") else [],
         "webhook": json.loads(h["wh"]) if h.get("wh") else None,
     }

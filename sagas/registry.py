@@ -28,6 +28,7 @@ class TaskContext:
     attempt: int
     idempotency_key: str
     correlation_id: str
+    traceparent: str = ""  # the saga's trace context (W3C), "" for none: sagas/tracing.py
 
 
 TaskFunction = Callable[[dict[str, Any], TaskContext], Any]

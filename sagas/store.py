@@ -90,6 +90,7 @@ class Grant:
     correlation_id: str
     saga_type: str
     outputs: dict[str, Any]  # step name -> output, for steps that have one
+    traceparent: str = ""  # the saga's trace context (sagas/tracing.py), "" for none
 
 
 @dataclass(frozen=True)
@@ -203,9 +204,11 @@ class RedisStore:
         correlation_id: str,
         idempotency: Idempotency | None = None,
         origin: dict[str, Any] | None = None,
+        traceparent: str = "",
     ) -> Reply:
         """Write a new RUNNING saga (`origin`: for a rerun, where it comes from: `rerun_of`,
-        `actor`, `reason`, `data`, see sagas/repair.py). A repeat with the same id answers
+        `actor`, `reason`, `data`, see sagas/repair.py; `traceparent`: the saga's trace
+        context, handed to every execution, sagas/tracing.py). A repeat with the same id answers
         `exists`; with an `idempotency` claim, a key already used answers `idempotent`
         (same request) or `idempotency_conflict` (another request), both with the saga id
         it points at."""
@@ -223,6 +226,7 @@ class RedisStore:
             digest,
             dumps(origin) if origin else "",
             dumps(definition.webhook.to_json()) if definition.webhook else "",
+            traceparent,
         ]
         for step in definition.steps:
             awaited = step.action.spec.get("await", {}) if step.action.kind == "event" else {}
@@ -560,14 +564,25 @@ class RedisStore:
 
     def grant(self, reply: Reply) -> Grant:
         """Decode the `run` answer of step_begin / comp_begin."""
-        attempt, remaining, payload, digest, corr, saga_type, *outs = reply.values
+        attempt, remaining, payload, digest, corr, saga_type, tp, *outs = reply.values
         steps = self.definition(digest)
         outputs = {
             steps[j]["name"]: json.loads(out) for j, out in enumerate(outs) if out is not None
         }
         return Grant(
-            int(attempt), int(remaining), json.loads(payload), steps, corr, saga_type, outputs
+            int(attempt),
+            int(remaining),
+            json.loads(payload),
+            steps,
+            corr,
+            saga_type,
+            outputs,
+            tp or "",
         )
+
+    def traceparent(self, saga_id: str) -> str:
+        """The saga's stored trace context ("" for none or a missing saga)."""
+        return str(text(self.redis.hget(self.keys.saga(saga_id), "tp")) or "")
 
     def get(self, saga_id: str) -> SagaRecord:
         """The saga document (docs/api.md); raise `SagaNotFound`."""

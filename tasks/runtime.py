@@ -1,4 +1,5 @@
-"""The engine of this worker process, built lazily after fork, and the worker's logging."""
+"""The engine of this worker process, built lazily after fork, the worker's logging, and its
+traces (the official Celery and httpx instrumentations, when sagas/tracing.py is on)."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ from typing import Any
 import redis
 from celery import Task, signals
 
+from sagas import tracing
 from sagas.actions import ActionExecutor
 from sagas.engine import SagaEngine
 from sagas.log import configure_logging, pop, push
@@ -57,6 +59,47 @@ def _setup_logging(loglevel: str | int | None = None, **_: Any) -> None:
     configure_logging(str(level or "INFO"), QuietSweepFilter(), ReceivedTaskFilter())
 
 
+# Celery's warning when a worker runs as root: it matters where the worker accepts pickle
+# (a message could then run code as root). Ours accepts JSON only (celeryconfig), so it is
+# said once, in the log format, with what it means here, instead of Celery's text block.
+ROOT_WARNING = "You're running the worker with superuser privileges"
+
+
+@signals.celeryd_init.connect
+def _log_before_privilege_check(options: dict[str, Any] | None = None, **_: Any) -> None:
+    """The worker's logging, set up before Celery checks its privileges (the next thing it
+    does), so that even that warning is a line of the log format."""
+    _setup_logging((options or {}).get("loglevel"))
+    if os.geteuid() == 0:
+        import warnings
+
+        warnings.filterwarnings("ignore", message=ROOT_WARNING)
+        logging.getLogger("tasks.runtime").warning(
+            "this worker runs as root. Celery warns about that because a worker that "
+            "accepts pickle would let a message run code as root; this one accepts JSON "
+            "only, so a message cannot. Still, run workers as an unprivileged user in "
+            "production (the Dockerfile does; or celery's --uid). `make run` as root on a "
+            "development machine is fine."
+        )
+
+
+@signals.celeryd_after_setup.connect
+def _log_worker_setup(sender: Any, instance: Any, conf: Any, **_: Any) -> None:
+    """What Celery's banner says (off in the JSON format: `saga-orchestrator worker`
+    passes --quiet), as one line."""
+    queues = sorted(instance.app.amqp.queues.consume_from or ())
+    pool = getattr(instance.pool_cls, "__module__", instance.pool_cls)
+    logging.getLogger("tasks.runtime").info(
+        "worker %s starting",
+        sender,
+        extra={
+            "queues": queues,
+            "concurrency": instance.concurrency,
+            "pool": str(pool),
+        },
+    )
+
+
 class ReceivedTaskFilter(logging.Filter):
     """Celery logs "Task ... received" in the worker's main process, outside any task: take
     the saga and correlation ids from the task's logged arguments. Celery names a step or
@@ -65,7 +108,7 @@ class ReceivedTaskFilter(logging.Filter):
 
     def filter(self, record: logging.LogRecord) -> bool:
         data = getattr(record, "data", None)
-        if isinstance(data, dict) and not hasattr(record, "correlation_id"):
+        if isinstance(data, dict) and getattr(record, "correlation_id", None) is None:
             try:
                 args = ast.literal_eval(str(data.get("args", "")))
             except (ValueError, SyntaxError):
@@ -78,7 +121,8 @@ class ReceivedTaskFilter(logging.Filter):
 class QuietSweepFilter(logging.Filter):
     """Drops Celery's INFO lines about the sweep, which runs every few seconds and mostly
     finds nothing to do: the worker's "Task saga.sweep[...] received" and "... succeeded in
-    0.003s" and beat's "Sending due task saga-sweep (saga.sweep)". Celery has no per-task log
+    0.003s", "Discarding revoked task: saga.sweep[...]" (one that expired before a worker
+    took it) and beat's "Sending due task saga-sweep (saga.sweep)". Celery has no per-task log
     level (whether it logs INFO at all is decided once per task type). The sweep's warnings
     and errors stay; the engine logs a sweep that acted."""
 
@@ -89,7 +133,11 @@ class QuietSweepFilter(logging.Filter):
         if isinstance(data, dict) and data.get("name") == SWEEP_TASK:
             return False
         args = record.args
-        return not (record.name == "celery.beat" and isinstance(args, tuple) and SWEEP_TASK in args)
+        if record.name == "celery.beat" and isinstance(args, tuple) and SWEEP_TASK in args:
+            return False
+        # "Discarding revoked task: saga.sweep[...]": a sweep that expired unstarted (the
+        # next one does its work).
+        return not (record.name.startswith("celery.") and f"{SWEEP_TASK}[" in record.getMessage())
 
 
 @signals.beat_init.connect
@@ -137,6 +185,40 @@ def _warn_without_time_limits(sender: Any, instance: Any, **_: Any) -> None:
             "for the full guarantee.",
             name or pool,
         )
+
+
+def start_tracing(service_name: str = "saga-worker") -> None:
+    """Install the SDK (if the environment asks for traces) and the instrumentations of
+    this process: Celery (a span per task publish and run, context in the message headers)
+    and httpx (a client span per call, its `traceparent` on the request). Once per process,
+    after the fork: the exporter's thread does not survive one."""
+    if tracing.enabled() or not tracing.configure(service_name):
+        return
+    from opentelemetry.instrumentation.celery import CeleryInstrumentor
+    from opentelemetry.instrumentation.httpx import HTTPXClientInstrumentor
+
+    CeleryInstrumentor().instrument()
+    HTTPXClientInstrumentor().instrument()
+
+
+@signals.worker_process_init.connect
+def _trace_pool_process(**_: Any) -> None:
+    start_tracing()
+
+
+@signals.celeryd_after_setup.connect
+def _trace_worker_without_children(sender: Any, instance: Any, **_: Any) -> None:
+    """The solo and thread pools run tasks in the worker's own process."""
+    pool = instance.pool_cls
+    name = getattr(pool, "__module__", "") if isinstance(pool, type) else str(pool)
+    if not any(kind in name for kind in ("prefork", "processes", "asynpool")):
+        start_tracing()
+
+
+@signals.worker_process_shutdown.connect
+@signals.worker_shutdown.connect
+def _flush_traces(**_: Any) -> None:
+    tracing.shutdown()
 
 
 @signals.heartbeat_sent.connect

@@ -38,6 +38,7 @@ class Call:
     status: int
     at: float
     effect: bool = False  # under /idem/: this request took effect (not a replay, not failed)
+    traceparent: str | None = None  # the W3C trace context the request carried
     done: float = 0.0  # when it was answered (its effect, if any, had happened by then)
 
 
@@ -78,6 +79,7 @@ class StubService:
             body,
             0,
             time.time(),
+            traceparent=request.headers.get("traceparent"),
         )
         with self._lock:
             self.ledger.append(call)

@@ -470,3 +470,32 @@ def test_long_runs_of_retry_entries_are_folded_and_none_is_lost() -> None:
     assert shown == entries  # in order, all of them
     by_person = [entry("step_retry", actor="olivia")] * 8  # a person's entries stay in view
     assert present.fold_history(by_person) == by_person
+
+
+def test_the_saga_page_shows_the_trace_a_caller_started_it_in(app: Flask) -> None:
+    """A `traceparent` on POST /saga/start (tracing off here: the caller's context is kept)
+    becomes the saga's `trace_id`, in the document and on its page."""
+    trace = "4bf92f3577b34da6a3ce929d0e0e4736"
+    api = app.test_client()
+    started = api.post(
+        "/saga/start",
+        json={
+            "saga_type": "traced_ui",
+            "steps": [{"name": "a", "action": {"service": "svc", "path": "/ok/a"}}],
+        },
+        headers={"X-API-Key": ADMIN_KEY, "traceparent": f"00-{trace}-00f067aa0ba902b7-01"},
+    )
+    assert started.status_code == 202, started.get_json()
+    sid = started.get_json()["saga_id"]
+    assert started.get_json()["trace_id"] == trace
+    untraced = api.post(
+        "/saga/start",
+        json={
+            "saga_type": "untraced_ui",
+            "steps": [{"name": "a", "action": {"service": "svc", "path": "/ok/a"}}],
+        },
+        headers={"X-API-Key": ADMIN_KEY, "traceparent": "not-a-traceparent"},
+    )
+    assert untraced.status_code == 202 and untraced.get_json()["trace_id"] is None
+    page = text(login(app).get(f"/ui/sagas/{sid}"))
+    assert f'<dt>trace id</dt><dd class="mono">{trace}</dd>' in page

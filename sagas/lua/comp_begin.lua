@@ -1,7 +1,7 @@
 -- An execution of step i's compensation wants to make an attempt.
 -- ARGV[1] step index, ARGV[2] lease (Celery task id), ARGV[3] compensation timeout ms,
 -- The call's id (CALL, lib.lua): the same id again is the same call, granted the same attempt.
--- Returns {"run", attempt, remaining ms, payload, def, corr, type, out0..out(i)},
+-- Returns {"run", attempt, remaining ms, payload, def, corr, type, tp, out0..out(i)},
 -- {"done"} (already compensated or nothing to undo: the chain continues), {"expired"},
 -- {"busy"}, or {"stop"} (the saga is not compensating).
 local i = tonumber(ARGV[1])

@@ -6,8 +6,8 @@
 -- ARGV[5] definition JSON, ARGV[6] saga timeout ms, ARGV[7] request fingerprint ("" = no
 -- Idempotency-Key), ARGV[8] idempotency TTL seconds, ARGV[9] the definition's digest,
 -- ARGV[10] origin ("" or, for a rerun, a JSON object: rerun_of, actor, reason, data),
--- ARGV[11] the completion webhook ("" or a JSON object: service, path), then per step 6
--- values:
+-- ARGV[11] the completion webhook ("" or a JSON object: service, path), ARGV[12] the saga's
+-- trace context (W3C traceparent, "" for none: sagas/tracing.py), then per step 6 values:
 -- name, has compensation ("1"/"0"), step timeout ms, max attempts, and for event steps the
 -- awaited success and failure event types ("" otherwise).
 -- Returns {"created", version} (RUNNING: dispatch its steps), {"pending", version} (no slot:
@@ -26,14 +26,15 @@ end
 if redis.call('EXISTS', SAGA) == 1 then return {'exists', tonumber(get('ver'))} end
 local now, micros = clock()
 local arrived = string.format('%d.%03d', now, micros)
-local n = (#ARGV - 11) / 6
+local n = (#ARGV - 12) / 6
 redis.call('SET', KEYS[16], ARGV[5], 'NX')
 redis.call('HINCRBY', KEYS[17], ARGV[9], 1)
 redis.call('HSET', SAGA, 'id', ARGV[1], 'type', ARGV[2], 'corr', ARGV[3], 'payload', ARGV[4],
   'def', ARGV[9], 'n', n, 'created', now, 'updated', now, 'deadline', now + tonumber(ARGV[6]),
-  'finished', '', 'failure', '', 'cfailure', '', 'cur', -1, 'ver', 0, 'arrived', arrived)
+  'finished', '', 'failure', '', 'cfailure', '', 'cur', -1, 'ver', 0, 'arrived', arrived,
+  'tp', ARGV[12])
 for j = 0, n - 1 do
-  local base = 11 + j * 6
+  local base = 12 + j * 6
   sset(j, 'name', ARGV[base + 1], 'st', 'PENDING', 'att', 0, 'hc', ARGV[base + 2],
     'to', ARGV[base + 3], 'ma', ARGV[base + 4], 'aws', ARGV[base + 5], 'awf', ARGV[base + 6])
   if ARGV[base + 2] == '1' then sset(j, 'cst', 'PENDING', 'catt', 0) end

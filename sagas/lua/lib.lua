@@ -349,10 +349,10 @@ local function fence(j, now, event, message, actor)
   return {'deferred'}
 end
 
--- What a step or compensation execution needs: payload, definition, correlation id, type
--- and the outputs of steps 0..upto (JSON strings or false).
+-- What a step or compensation execution needs: payload, definition, correlation id, type,
+-- trace context (traceparent) and the outputs of steps 0..upto (JSON strings or false).
 local function context(upto)
-  local fields = {'payload', 'def', 'corr', 'type'}
+  local fields = {'payload', 'def', 'corr', 'type', 'tp'}
   for j = 0, upto do fields[#fields + 1] = j .. ':out' end
   return redis.call('HMGET', SAGA, unpack(fields))
 end

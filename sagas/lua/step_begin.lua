@@ -4,7 +4,7 @@
 -- lib.lua) also fences the attempt: the same id again = the same call: its reply was lost, or the execution carried it over a
 -- retry without having called anything; it gets the same attempt, not a new one)
 -- Returns one of:
---   {"run", attempt, remaining ms, payload, def, corr, type, out0..out(i-1)}  go ahead
+--   {"run", attempt, remaining ms, payload, def, corr, type, tp, out0..out(i-1)}  go ahead
 --   {"resume"}    the step already completed and the next one has not started: the chain
 --                 continues without a call (a redelivery after the result was committed)
 --   {"compensate", i...}  the step ended here, FAILED: its deadline passed, no attempts are
