@@ -79,9 +79,17 @@ def register_extensions(app: Flask) -> None:
 
 
 def register_blueprints(app: Flask) -> None:
-    from app.blueprints import events, health, metrics, repairs, sagas, workflows
+    from app.blueprints import (
+        events,
+        health,
+        metrics,
+        repairs,
+        sagas,
+        workflow_registry,
+        workflows,
+    )
 
-    for module in (health, sagas, repairs, workflows, events, metrics):
+    for module in (health, sagas, repairs, workflows, workflow_registry, events, metrics):
         api.register_blueprint(module.blp)
 
 

@@ -17,6 +17,7 @@ from sagas.errors import (
     UnknownStep,
     UnknownWorkflow,
     ValidationFailed,
+    WorkflowRetired,
 )
 
 log = logging.getLogger("app.errors")
@@ -83,6 +84,10 @@ def register_error_handlers(app: Flask) -> None:
     @app.errorhandler(UnknownWorkflow)
     def unknown_workflow(exc: UnknownWorkflow) -> ResponseReturnValue:
         return _error(404, str(exc))
+
+    @app.errorhandler(WorkflowRetired)
+    def retired(exc: WorkflowRetired) -> ResponseReturnValue:
+        return _error(409, str(exc), workflow=exc.name)
 
     @app.errorhandler(InvalidTransition)
     def conflict(exc: InvalidTransition) -> ResponseReturnValue:

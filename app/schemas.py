@@ -79,6 +79,10 @@ class SagaSchema(Schema):
     reruns = fields.List(
         fields.String(), metadata={"description": "the sagas that ran this one again"}
     )
+    workflow = fields.Dict(
+        allow_none=True,
+        metadata={"description": "{name, version}: the registered workflow it runs, or null"},
+    )
 
 
 class StartHeadersSchema(Schema):

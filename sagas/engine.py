@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from typing import Any, Protocol
 
 from sagas.actions import ActionExecutor
+from sagas.catalog import WorkflowCatalog
 from sagas.definition import parse_definition
 from sagas.errors import IdempotencyConflict, InvalidTransition, SagaNotFound
 from sagas.events import EventBus
@@ -117,6 +118,7 @@ class SagaEngine:
         self.events = EventBus(self)
         self.executions = Executions(self)
         self.repairs = Repairs(self)
+        self.workflows = WorkflowCatalog(self)
 
     # --- starting and reading --------------------------------------------------------
     def start(
@@ -166,18 +168,15 @@ class SagaEngine:
         *,
         idempotency: Idempotency | None = None,
         saga_id: str | None = None,
+        version: int | None = None,
     ) -> Started:
-        """Start one of the predefined workflows (`sagas.templates`).
+        """Start a registered workflow (`sagas.catalog`): its latest version, or `version`.
+        The saga records the workflow's name and version.
 
-        Raises `UnknownWorkflow`, `InvalidPayload`, or what `start` raises.
+        Raises `UnknownWorkflow`, `WorkflowRetired`, `InvalidPayload`, or what `start` raises.
         """
-        from sagas.templates import build_definition
-
-        return self.start(
-            build_definition(workflow, payload, correlation_id),
-            idempotency=idempotency,
-            saga_id=saga_id,
-        )
+        definition, origin = self.workflows.definition(workflow, payload, correlation_id, version)
+        return self.start(definition, idempotency=idempotency, saga_id=saga_id, origin=origin)
 
     def get(self, saga_id: str) -> SagaRecord:
         """The saga document; raises `SagaNotFound`."""

@@ -131,9 +131,8 @@ class EventBus:
         targets = self._targets(saga_id, correlation_id)
         if targets:
             return [t for t in targets if self._awaits(t, event_type)]
-        from sagas.templates import triggered_by
-
-        return [trigger_saga_id(event_id, name) for name in triggered_by(event_type)]
+        triggered = self.engine.workflows.triggered_by(event_type)
+        return [trigger_saga_id(event_id, name) for name in triggered]
 
     def unmatched(self, limit: int) -> list[dict[str, Any]]:
         """Events no saga awaited (and refused or invalid ones), newest first."""
@@ -163,9 +162,7 @@ class EventBus:
             outcomes.append(f"{target}:{reply.code}")
             self._follow(target, reply)
         if not targets:
-            from sagas.templates import triggered_by
-
-            for workflow in triggered_by(event_type):
+            for workflow in self.engine.workflows.triggered_by(event_type):
                 try:
                     started = self.engine.start_workflow(
                         workflow, data, saga_id=trigger_saga_id(event_id, workflow)

@@ -76,6 +76,7 @@ def document(h: dict[str, str]) -> SagaRecord:
         "compensation_failure": json.loads(h["cfailure"]) if h.get("cfailure") else None,
         "steps": steps,
         "rerun_of": h.get("rerun_of") or None,
+        "workflow": {"name": h["wf"], "version": int(h["wfv"])} if h.get("wf") else None,
         "reruns": json.loads(h["reruns"]) if h.get("reruns") else [],
     }
 

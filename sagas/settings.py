@@ -58,6 +58,9 @@ class Settings:
     # How often a Redis client resends a command after a connection error or timeout
     # (exponential backoff, about 15 s in all with 12); then the execution retries later.
     redis_retries: int = 12
+    # Directories of workflow files (YAML or JSON) registered at start-up next to the
+    # built-in ones (SAGA_WORKFLOWS_DIR, ':'-separated; docs/workflows.md).
+    workflows_dirs: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
         if not self.sweep_queue:
@@ -103,6 +106,9 @@ class Settings:
             max_payload_bytes=int(_number(env, "SAGA_MAX_PAYLOAD_BYTES", 256 * 1024)),
             max_output_bytes=int(_number(env, "SAGA_MAX_OUTPUT_BYTES", 256 * 1024)),
             services=_services(env),
+            workflows_dirs=tuple(
+                d for d in env.get("SAGA_WORKFLOWS_DIR", "").split(os.pathsep) if d.strip()
+            ),
             task_modules=tuple(
                 m.strip() for m in env.get("SAGA_TASK_MODULES", "").split(",") if m.strip()
             ),

@@ -1,16 +1,16 @@
-"""`/workflows`: the five predefined workflows (templates) and starting them."""
+"""`/workflows`: the registered workflows as templates, and starting them (the registry's
+own endpoints: app/blueprints/workflow_registry.py)."""
 
 from __future__ import annotations
 
 from typing import Any
 
 from flask.views import MethodView
-from marshmallow import fields
+from marshmallow import fields, validate
 
 from app.blueprints.sagas import engine, idempotency, started
 from app.extensions import Blueprint
 from app.schemas import SagaSchema, StartHeadersSchema, StrictSchema, correlation_id_field
-from sagas.templates import list_templates
 
 blp = Blueprint(
     "workflows",
@@ -27,21 +27,42 @@ class TemplateSchema(StrictSchema):
     payload_schema = fields.Dict(metadata={"description": "JSON Schema of the payload"})
 
 
-class TemplatesSchema(StrictSchema):
-    templates = fields.List(fields.Nested(TemplateSchema))
+class WorkflowTemplateSchema(TemplateSchema):
+    version = fields.Integer(metadata={"description": "the registered version listed"})
+    triggers = fields.List(fields.String(), metadata={"description": "event types"})
+    timeout_seconds = fields.Float(allow_none=True)
+
+
+class WorkflowTemplatesSchema(StrictSchema):
+    templates = fields.List(fields.Nested(WorkflowTemplateSchema))
 
 
 class WorkflowStartSchema(StrictSchema):
     payload = fields.Dict(load_default=dict)
     correlation_id = correlation_id_field("default: the saga id")
+    version = fields.Integer(
+        strict=True,
+        validate=validate.Range(min=1),
+        metadata={"description": "a registered version (default: the latest)"},
+    )
 
 
 @blp.route("/templates")
 class Templates(MethodView):
-    @blp.response(200, TemplatesSchema)
+    @blp.response(200, WorkflowTemplatesSchema)
     def get(self) -> Any:
-        """The predefined workflows with their steps and payload schemas"""
-        return {"templates": list_templates()}
+        """The registered workflows (not retired; the built-in five first), latest versions,
+        with their steps and payload schemas"""
+        listed = [
+            {
+                **w.template(),
+                "version": w.version,
+                "triggers": list(w.triggers),
+                "timeout_seconds": w.timeout_seconds,
+            }
+            for w in engine().workflows.active()
+        ]
+        return {"templates": listed}
 
 
 @blp.route("/<workflow>/start")
@@ -50,15 +71,16 @@ class StartWorkflow(MethodView):
     @blp.arguments(WorkflowStartSchema)
     @blp.response(202, SagaSchema)
     @blp.alt_response(200, schema=SagaSchema, description="an earlier saga, same key")
-    @blp.alt_response(404, description="unknown workflow")
-    @blp.alt_response(409, description="Idempotency-Key used with another body")
+    @blp.alt_response(404, description="unknown workflow or version")
+    @blp.alt_response(409, description="Idempotency-Key used with another body, or retired")
     def post(self, headers: dict[str, Any], body: dict[str, Any], workflow: str) -> Any:
-        """Start a predefined workflow"""
+        """Start a registered workflow (its latest version unless `version` is given)"""
         return started(
             engine().start_workflow(
                 workflow,
                 body["payload"],
                 body.get("correlation_id"),
                 idempotency=idempotency(headers, body),
+                version=body.get("version"),
             )
         )
