@@ -4,7 +4,8 @@ Component commands (`api`, `worker`, `beat`, `events`, `flower`, `demo-services`
 components.py) pass unknown options through to gunicorn, Celery or Flower. Client commands
 (`start`, `status`, `list`, `compensate` in sagas.py; the repair commands `actions`,
 `history`, `resolve`, `skip`, `retry`, `cancel`, `rerun` in repair.py) call the API over HTTP
-(client.py) and show its answers (render.py); they import httpx and rich only when they run,
+(client.py) and show its answers (render.py); `lint`, `plan` and `workflow push|show|retire`
+are in workflows.py; they import httpx and rich only when they run,
 so that `--help` and the component commands start fast. Keep it so: at module level, this
 package imports click and the standard library only.
 """
@@ -16,6 +17,7 @@ import click
 from saga_cli.components import api, beat, demo_services, events, flower, worker
 from saga_cli.repair import actions, cancel, history, rerun, resolve, retry, skip
 from saga_cli.sagas import compensate, list_sagas, start, status
+from saga_cli.workflows import lint, plan, workflow
 
 __all__ = ["main"]
 
@@ -28,6 +30,7 @@ def main() -> None:
     Components: api, worker, beat, events, flower, demo-services.
     API client: start, status, list, compensate.
     Repair (operator key, --reason): actions, history, resolve, skip, retry, cancel, rerun.
+    Workflows: lint FILE..., plan FILE --fail-at STEP, workflow push|show|retire.
     """
 
 
@@ -49,5 +52,8 @@ for command in (
     retry,
     cancel,
     rerun,
+    lint,
+    plan,
+    workflow,
 ):
     main.add_command(command)

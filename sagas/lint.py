@@ -82,12 +82,16 @@ def lint(data: Any, settings: Settings) -> LintReport:
     for index, (raw, step) in enumerate(zip(workflow.steps, steps, strict=True)):
         where = f"steps[{index}]"
         if raw.get("compensation") == NONE:
+            when = (
+                "when a later step fails"
+                if index < len(steps) - 1
+                else "when the saga is compensated after it completed (by hand, or a deadline)"
+            )
             report.warnings.append(
                 Finding(
                     "no-compensation",
                     f"{where}.compensation",
-                    f"step {step.name!r} has no compensation: its effect stands when a later "
-                    "step fails",
+                    f"step {step.name!r} has no compensation: its effect stands {when}",
                 )
             )
         if step.action.kind == "event" and "failure" not in step.action.spec["await"]:
