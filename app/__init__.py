@@ -85,11 +85,21 @@ def register_blueprints(app: Flask) -> None:
         metrics,
         repairs,
         sagas,
+        schedules,
         workflow_registry,
         workflows,
     )
 
-    for module in (health, sagas, repairs, workflows, workflow_registry, events, metrics):
+    for module in (
+        health,
+        sagas,
+        repairs,
+        workflows,
+        workflow_registry,
+        schedules,
+        events,
+        metrics,
+    ):
         api.register_blueprint(module.blp)
 
 

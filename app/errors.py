@@ -19,6 +19,7 @@ from sagas.errors import (
     ValidationFailed,
     WorkflowRetired,
 )
+from sagas.schedules import ScheduleNotFound
 
 log = logging.getLogger("app.errors")
 
@@ -83,6 +84,10 @@ def register_error_handlers(app: Flask) -> None:
 
     @app.errorhandler(UnknownWorkflow)
     def unknown_workflow(exc: UnknownWorkflow) -> ResponseReturnValue:
+        return _error(404, str(exc))
+
+    @app.errorhandler(ScheduleNotFound)
+    def schedule_not_found(exc: ScheduleNotFound) -> ResponseReturnValue:
         return _error(404, str(exc))
 
     @app.errorhandler(WorkflowRetired)

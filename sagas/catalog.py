@@ -65,6 +65,10 @@ class WorkflowCatalog:
         """Validate (shape, engine checks, examples) and store `data` as the workflow's next
         version unless it is the latest already. Raises `InvalidWorkflow` (or another
         `InvalidDefinition`) naming the field; nothing is written then."""
+        self.ensure_loaded()
+        return self._register(data, source=source, revive=revive)
+
+    def _register(self, data: Any, *, source: str, revive: bool) -> Registered:
         workflow = data if isinstance(data, Workflow) else parse_workflow(data)
         check_workflow(workflow, self.engine.settings)
         content = json.dumps(workflow.content(), sort_keys=True, separators=(",", ":"))
@@ -106,14 +110,15 @@ class WorkflowCatalog:
             if self._loaded:
                 return
             for workflow in builtin_workflows():
-                self.register(workflow, source="builtin", revive=False)
+                self._register(workflow, source="builtin", revive=False)
             for directory in self.engine.settings.workflows_dirs:
                 path = Path(directory)
                 if not path.is_dir():
                     raise ConfigurationError(f"SAGA_WORKFLOWS_DIR: {directory} is no directory")
                 for file in workflow_files(path):
                     try:
-                        self.register(load_file(file), source=f"file:{file.name}", revive=False)
+                        workflow = load_file(file)
+                        self._register(workflow, source=f"file:{file.name}", revive=False)
                     except ValidationFailed as exc:
                         raise ConfigurationError(
                             f"SAGA_WORKFLOWS_DIR: {file}: invalid {exc.field}: {exc.message}"

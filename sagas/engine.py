@@ -27,6 +27,7 @@ from sagas.health import HealthReport, check, record_sweep
 from sagas.log import bound
 from sagas.model import SagaRecord, SagaStatus
 from sagas.repair import Repairs
+from sagas.schedules import Schedules
 from sagas.settings import Settings
 from sagas.store import Idempotency, ListQuery, RedisStore, Reply
 
@@ -119,6 +120,7 @@ class SagaEngine:
         self.executions = Executions(self)
         self.repairs = Repairs(self)
         self.workflows = WorkflowCatalog(self)
+        self.schedules = Schedules(self)  # its beat entries: tasks/runtime.py sets them
 
     # --- starting and reading --------------------------------------------------------
     def start(

@@ -61,6 +61,8 @@ class Settings:
     # Directories of workflow files (YAML or JSON) registered at start-up next to the
     # built-in ones (SAGA_WORKFLOWS_DIR, ':'-separated; docs/workflows.md).
     workflows_dirs: tuple[str, ...] = ()
+    # celery-redbeat's lock: one beat ticks; another takes over this long after it died.
+    beat_lock_seconds: float = 30
 
     def __post_init__(self) -> None:
         if not self.sweep_queue:
@@ -106,6 +108,7 @@ class Settings:
             max_payload_bytes=int(_number(env, "SAGA_MAX_PAYLOAD_BYTES", 256 * 1024)),
             max_output_bytes=int(_number(env, "SAGA_MAX_OUTPUT_BYTES", 256 * 1024)),
             services=_services(env),
+            beat_lock_seconds=_number(env, "SAGA_BEAT_LOCK_SECONDS", 30, minimum=6),
             workflows_dirs=tuple(
                 d for d in env.get("SAGA_WORKFLOWS_DIR", "").split(os.pathsep) if d.strip()
             ),

@@ -33,9 +33,13 @@ def build_engine(settings: Settings) -> SagaEngine:
         redrive_after_seconds=settings.redrive_after_seconds,
         max_running=settings.max_concurrent_sagas,
     )
-    return SagaEngine(
+    built = SagaEngine(
         store, CeleryDispatcher(settings.queue), ActionExecutor(settings.services), settings
     )
+    from tasks.schedules import RedBeatEntries
+
+    built.schedules.entries = RedBeatEntries()
+    return built
 
 
 def engine() -> SagaEngine:
