@@ -170,3 +170,31 @@ def test_a_workflows_dir_is_registered_at_start_up(
     failed = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True)
     assert failed.returncode == 1
     assert f"bad_{name}{suffix}: invalid steps[0].compensation" in failed.stderr
+
+
+def test_schedule_commands_through_the_api(
+    api_url: str,  # noqa: F811
+    tmp_path: Path,
+    service_env: dict[str, str],
+) -> None:
+    name = f"orders_{uuid.uuid4().hex[:8]}"
+    doc = team_workflow(name)
+    doc["steps"][1] = {**doc["steps"][1], "timeout_seconds": 20, "retry": {"max_attempts": 2}}
+    env = {**service_env, "SAGA_URL": api_url, "SAGA_API_KEY": KEY}
+    assert cli("workflow", "push", str(write(tmp_path, doc)), env=env).returncode == 0
+    created = cli(
+        "schedule", "create", name, "--cron", "0 9 * * 1-5", "--timezone", "Europe/Paris",
+        "--payload", '{"order_id": "o-1"}', "--json", env=env,
+    )  # fmt: skip
+    assert created.returncode == 0, created.stderr
+    sid = json.loads(created.stdout)["schedule_id"]
+    listed = cli("schedule", "list", env=env).stdout
+    assert f"{sid}  {name}  cron '0 9 * * 1-5' Europe/Paris  active" in listed
+    paused = cli("schedule", "pause", sid, env=env)
+    assert paused.stdout.startswith(f"{sid}  {name}") and "  paused  " in paused.stdout
+    assert "  active  " in cli("schedule", "resume", sid, env=env).stdout
+    assert cli("schedule", "delete", sid, env=env).stdout.strip() == f"{sid}: deleted"
+    gone = cli("schedule", "pause", sid, env=env)
+    assert gone.returncode == 1 and "no schedule" in gone.stderr
+    bad = cli("schedule", "create", name, "--cron", "nope", env=env)
+    assert bad.returncode == 1 and "cron" in bad.stderr
