@@ -134,7 +134,7 @@ def push(file: str, url: str, api_key: str | None, as_json: bool) -> None:
         click.echo(json.dumps(answer, indent=2))
         return
     what = "registered as version" if status == 201 else "unchanged: still version"
-    click.echo(f"{name}: {what} {answer['version']}")
+    click.echo(f"{name}: {what} {answer['version']}" + ("" if status == 201 else ", active"))
 
 
 @workflow.command()

@@ -59,7 +59,7 @@ class WorkflowRetired(SagaError):
     def __init__(self, name: str) -> None:
         super().__init__(
             f"workflow {name!r} is retired: no new sagas start from it (register it again "
-            "with PUT /workflows/{name} to bring it back)"
+            f"with PUT /workflows/{name} to bring it back)"
         )
         self.name = name
 

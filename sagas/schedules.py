@@ -244,7 +244,10 @@ class Schedules:
             "catch_up": spec.catch_up,
             "paused": fields.get("paused") == "1",
             "created_at": iso(fields.get("created")),
-            "next_fire_times": [t.isoformat() for t in next_fire_times(spec, after)],
+            "next_fire_times": [
+                t.isoformat(timespec="milliseconds" if t.microsecond else "seconds")
+                for t in next_fire_times(spec, after)
+            ],
             "last_fire_time": iso(fields.get("last_slot")),
             "last_saga_id": fields.get("last_saga") or None,
             "last_error": fields.get("last_error") or None,

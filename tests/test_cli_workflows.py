@@ -136,7 +136,7 @@ def test_push_show_retire_through_the_api(
     assert first.returncode == 0, first.stderr
     assert first.stdout.strip() == f"{name}: registered as version 1"
     assert cli("workflow", "push", str(path), env=env).stdout.strip() == (
-        f"{name}: unchanged: still version 1"
+        f"{name}: unchanged: still version 1, active"
     )
     shown = cli("workflow", "show", name, env=env)
     assert shown.stdout.startswith(f"{name} v1 (latest v1, active)"), shown.stdout
@@ -198,3 +198,15 @@ def test_schedule_commands_through_the_api(
     assert gone.returncode == 1 and "no schedule" in gone.stderr
     bad = cli("schedule", "create", name, "--cron", "nope", env=env)
     assert bad.returncode == 1 and "cron" in bad.stderr
+
+
+def test_the_documented_example_lints_and_plans_as_docs_workflows_md_shows() -> None:
+    example = BUILTIN.parent.parent / "docs" / "examples" / "trial_signup.yaml"
+    # The documented defaults (SAGA_STEP_TIMEOUT_SECONDS 300): the conftest changes them.
+    env = {"SAGA_STEP_TIMEOUT_SECONDS": "300", "SAGA_TIMEOUT_SECONDS": "3600"}
+    result = cli("lint", str(example), env=env)
+    assert result.returncode == 0 and "0 error(s), 2 warning(s)" in result.stdout, result.stdout
+    plan = cli("plan", str(example), "--fail-at", "reserve_quota")
+    assert "Never runs: welcome" in plan.stdout and "Final status: COMPENSATED" in plan.stdout
+    doc = (BUILTIN.parent.parent / "docs" / "workflows.md").read_text()
+    assert plan.stdout.strip() in doc  # the documented output is the command's
