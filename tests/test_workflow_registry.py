@@ -237,3 +237,26 @@ def test_plan_over_http_for_a_registered_workflow(client: FlaskClient) -> None:
     assert plan["version"] == 1 and plan["final_status"] == "COMPENSATED"
     bad = client.post(f"/workflows/{name}/plan", json={"fail_at": "nope"})
     assert bad.status_code == 422 and "fail_at" in bad.get_json()["errors"]["json"]
+
+
+def test_a_team_workflow_with_a_trigger_starts_from_its_event(
+    client: FlaskClient, engine: Any, consumer: None
+) -> None:
+    """A registered workflow's `triggers` start it from `POST /events/{type}` (the events
+    consumer runs); once retired, the event starts nothing."""
+    name = unique()
+    event_type = f"orders.placed-{uuid.uuid4().hex[:6]}"
+    assert client.put(f"/workflows/{name}", json=document(triggers=[event_type])).status_code == 201
+    answer = client.post(f"/events/{event_type}", json={"data": {"order_id": "o-42"}})
+    assert answer.status_code == 202, answer.get_json()
+    (saga_id,) = answer.get_json()["matched_sagas"]
+    deadline = time.time() + 15
+    while not engine.store.redis.exists(engine.store.keys.saga(saga_id)):
+        assert time.time() < deadline, "the trigger started nothing"
+        time.sleep(0.05)
+    saga = wait_status(client, saga_id, "COMPLETED")
+    assert saga["workflow"] == {"name": name, "version": 1}
+    assert saga["payload"] == {"order_id": "o-42", "amount": 10}
+    client.delete(f"/workflows/{name}")
+    later = client.post(f"/events/{event_type}", json={"data": {"order_id": "o-43"}})
+    assert later.get_json()["matched_sagas"] == []
