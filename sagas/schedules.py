@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -48,6 +49,7 @@ MAX_INTERVAL_SECONDS = 366 * 24 * 3600.0
 NEXT_COUNT = 5
 FIRE_TTL_SECONDS = 8 * 24 * 3600  # how long a fire time's Idempotency-Key is kept
 _NAMESPACE = uuid.UUID("9b1f8a52-6a1e-4d1e-9d55-3c2f4b1a7e10")  # saga ids of firings
+log = logging.getLogger("sagas.schedules")
 _FIELDS = ("workflow", "version", "cron", "timezone", "interval_seconds", "payload", "catch_up")
 
 
@@ -304,9 +306,19 @@ class Schedules:
                 )
             except SagaError as exc:  # retired, payload no longer valid, ...: say so
                 self._fired(keys=[key], args=[slot_ms, "", "0", str(exc)[:500]])
+                log.warning(
+                    "schedule could not start its workflow: %s", exc,
+                    extra={"workflow": spec.workflow, "fire_time": due.isoformat()},
+                )  # fmt: skip
                 return f"failed: {exc}"
             saga_id = started.saga["saga_id"]
             self._fired(keys=[key], args=[slot_ms, saga_id, "1" if started.created else "0", ""])
+            if started.created:
+                log.info(
+                    "schedule fired",
+                    extra={"workflow": spec.workflow, "fire_time": due.isoformat(),
+                           "saga_id": saga_id, "late_seconds": round(late, 3)},
+                )  # fmt: skip
         return "started" if started.created else "done"
 
     # --- internals ---------------------------------------------------------------------

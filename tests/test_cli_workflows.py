@@ -193,7 +193,8 @@ def test_schedule_commands_through_the_api(
     paused = cli("schedule", "pause", sid, env=env)
     assert paused.stdout.startswith(f"{sid}  {name}") and "  paused  " in paused.stdout
     assert "  active  " in cli("schedule", "resume", sid, env=env).stdout
-    assert cli("schedule", "delete", sid, env=env).stdout.strip() == f"{sid}: deleted"
+    deleted = cli("schedule", "delete", sid, env=env)
+    assert deleted.stdout.strip() == f"{sid}: deleted", deleted.stderr
     gone = cli("schedule", "pause", sid, env=env)
     assert gone.returncode == 1 and "no schedule" in gone.stderr
     bad = cli("schedule", "create", name, "--cron", "nope", env=env)
