@@ -285,7 +285,8 @@ class Schedules:
         mode = "skip" if spec.catch_up == "skip" and late > grace_seconds(spec) else "start"
         slot_ms = int(due.timestamp() * 1000)
         key = self._key + schedule_id
-        outcome = str(self._claim(keys=[key], args=[slot_ms, mode])[0])
+        stats = self.engine.store.keys.stats
+        outcome = str(self._claim(keys=[key, stats], args=[slot_ms, mode])[0])
         if outcome != "go":
             return outcome
         name = f"{schedule_id}:{slot_ms}"
@@ -305,14 +306,15 @@ class Schedules:
                     version=spec.version,
                 )
             except SagaError as exc:  # retired, payload no longer valid, ...: say so
-                self._fired(keys=[key], args=[slot_ms, "", "0", str(exc)[:500]])
+                self._fired(keys=[key, stats], args=[slot_ms, "", "0", str(exc)[:500]])
                 log.warning(
                     "schedule could not start its workflow: %s", exc,
                     extra={"workflow": spec.workflow, "fire_time": due.isoformat()},
                 )  # fmt: skip
                 return f"failed: {exc}"
             saga_id = started.saga["saga_id"]
-            self._fired(keys=[key], args=[slot_ms, saga_id, "1" if started.created else "0", ""])
+            created = "1" if started.created else "0"
+            self._fired(keys=[key, stats], args=[slot_ms, saga_id, created, ""])
             if started.created:
                 log.info(
                     "schedule fired",

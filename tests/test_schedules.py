@@ -143,7 +143,7 @@ def test_schedule_api_and_bad_input(client: FlaskClient, workflow: str) -> None:
 
 
 def test_a_fire_time_starts_once_and_missed_ones_follow_the_policy(
-    engine: Any, workflow: str
+    engine: Any, workflow: str, client: FlaskClient
 ) -> None:
     """Ticks (called here with a chosen clock): the same fire time twice starts one saga;
     a fire time found 5 minutes late is skipped under `skip` and run once under
@@ -166,6 +166,10 @@ def test_a_fire_time_starts_once_and_missed_ones_follow_the_policy(
     assert schedules.fire(skip["schedule_id"], nxt + timedelta(seconds=1)) == "done"
     assert len(sagas_of(engine, skip["schedule_id"])) == 1
     assert schedules.get(skip["schedule_id"])["skipped"] == 1
+    stats = engine.stats()
+    assert stats["schedules|skipped"] >= 1 and stats["schedules|started"] >= 2
+    prometheus = client.get("/metrics/prometheus").get_data(as_text=True)
+    assert 'saga_schedule_firings_total{outcome="skipped"}' in prometheus
     schedules.pause(late["schedule_id"], True)
     assert schedules.fire(late["schedule_id"], hour + timedelta(hours=1)) == "paused"
     assert len(sagas_of(engine, late["schedule_id"])) == 1

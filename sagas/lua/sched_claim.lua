@@ -1,5 +1,6 @@
 -- Claim a schedule's fire time (sagas/schedules.py): each fire time is started at most once.
--- KEYS[1] schedule:<id> (hash: ..., paused, last_slot (epoch ms), last_saga, fired, skipped)
+-- KEYS[1] schedule:<id> (hash: ..., paused, last_slot (epoch ms), last_saga, fired, skipped),
+-- KEYS[2] stats (the counter schedules|skipped)
 -- ARGV[1] the fire time (epoch ms), ARGV[2] "start" or "skip" (missed, catch_up skip).
 -- Returns {"go"} (start it), {"skipped"} (claimed, not started), {"done"} (claimed before),
 -- {"old"} (a later fire time was claimed), {"paused"} or {"missing"}.
@@ -19,6 +20,7 @@ end
 if ARGV[2] == 'skip' then
   redis.call('HSET', KEYS[1], 'last_slot', slot, 'last_saga', '', 'last_skip', '1')
   redis.call('HINCRBY', KEYS[1], 'skipped', 1)
+  redis.call('HINCRBY', KEYS[2], 'schedules|skipped', 1)
   return {'skipped'}
 end
 redis.call('HSET', KEYS[1], 'last_slot', slot, 'last_saga', '', 'last_skip', '0')
