@@ -111,19 +111,30 @@ class WorkflowCatalog:
                 return
             for workflow in builtin_workflows():
                 self._register(workflow, source="builtin", revive=False)
-            for directory in self.engine.settings.workflows_dirs:
-                path = Path(directory)
-                if not path.is_dir():
-                    raise ConfigurationError(f"SAGA_WORKFLOWS_DIR: {directory} is no directory")
-                for file in workflow_files(path):
-                    try:
-                        workflow = load_file(file)
-                        self._register(workflow, source=f"file:{file.name}", revive=False)
-                    except ValidationFailed as exc:
-                        raise ConfigurationError(
-                            f"SAGA_WORKFLOWS_DIR: {file}: invalid {exc.field}: {exc.message}"
-                        ) from None
+            for file, workflow in self.deployed_files():
+                self._register(workflow, source=f"file:{file.name}", revive=False)
             self._loaded = True
+
+    def deployed_files(self) -> list[tuple[Path, Workflow]]:
+        """The workflows of `SAGA_WORKFLOWS_DIR`, each checked as registration would (no
+        Redis): every process calls it when it builds its engine (tasks/runtime.py), so that
+        a refused file stops it at start. Raises `ConfigurationError` naming the file and
+        the field."""
+        found = []
+        for directory in self.engine.settings.workflows_dirs:
+            path = Path(directory)
+            if not path.is_dir():
+                raise ConfigurationError(f"SAGA_WORKFLOWS_DIR: {directory} is no directory")
+            for file in workflow_files(path):
+                try:
+                    workflow = load_file(file)
+                    check_workflow(workflow, self.engine.settings)
+                except ValidationFailed as exc:
+                    raise ConfigurationError(
+                        f"SAGA_WORKFLOWS_DIR: {file}: invalid {exc.field}: {exc.message}"
+                    ) from None
+                found.append((file, workflow))
+        return found
 
     # --- reading -----------------------------------------------------------------------
     def get(self, name: str, version: int | None = None) -> Workflow:

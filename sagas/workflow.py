@@ -53,6 +53,7 @@ FIELDS = (
 MAX_MESSAGE = 300  # characters of a validator message kept in an InvalidPayload
 MAX_EXAMPLES = 20
 EFFECT_FREE_METHODS = frozenset({"GET"})
+RESERVED_NAMES = frozenset({"templates"})  # a path of its own under /workflows
 
 
 @dataclass(frozen=True)
@@ -124,6 +125,8 @@ def parse_workflow(data: Any) -> Workflow:
         raise InvalidWorkflow(
             "name", "1-100 characters: letters, digits and _ . : - (starting alphanumeric)"
         )
+    if name in RESERVED_NAMES:
+        raise InvalidWorkflow("name", f"{name!r} is reserved (GET /workflows/{name} is taken)")
     description = data.get("description") or ""
     if not isinstance(description, str) or len(description) > 4000:
         raise InvalidWorkflow("description", "a string of at most 4000 characters")

@@ -39,6 +39,7 @@ def build_engine(settings: Settings) -> SagaEngine:
     from tasks.schedules import RedBeatEntries
 
     built.schedules.entries = RedBeatEntries()
+    built.workflows.deployed_files()  # a refused SAGA_WORKFLOWS_DIR file stops the process
     return built
 
 

@@ -210,6 +210,8 @@ def test_bad_bodies_and_roles(client: FlaskClient, app: Flask) -> None:
     assert reader.get(f"/workflows/{name}").status_code == 200
     assert reader.post(f"/workflows/{name}/lint", json=document()).status_code == 200
     assert client.get("/workflows/no_such_workflow").status_code == 404
+    reserved = client.put("/workflows/templates", json=document())
+    assert reserved.status_code == 422 and "name" in reserved.get_json()["errors"]["json"]
 
 
 def test_lint_over_http_reports_warnings_and_errors(client: FlaskClient) -> None:
