@@ -14,6 +14,7 @@ which order, and what stays: the engine's rules (docs/design.md, "Compensation")
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -21,7 +22,7 @@ from typing import Any
 from sagas import errors
 from sagas.definition import StepDefinition, parse_definition
 from sagas.settings import Settings
-from sagas.workflow import NONE, Workflow, check_workflow, parse_workflow
+from sagas.workflow import NONE, Workflow, check_undo_declared, check_workflow, parse_workflow
 
 # Which rule an error of the engine breaks (the error class, or a phrase of its message).
 _RULES: tuple[tuple[type[errors.SagaError], str, str], ...] = (
@@ -70,12 +71,16 @@ def lint(data: Any, settings: Settings) -> LintReport:
     """Errors and warnings of a workflow document (a mapping, or a parsed `Workflow`)."""
     name = data.get("name") if isinstance(data, Mapping) else None
     report = LintReport(name if isinstance(name, str) else None)
+    if isinstance(data, Mapping) and isinstance(data.get("steps"), list):
+        data = _undo_findings(data, report)
     try:
         workflow = data if isinstance(data, Workflow) else parse_workflow(data)
         report.name = workflow.name
         check_workflow(workflow, settings)
     except errors.ValidationFailed as exc:
         report.errors.append(Finding(_rule(exc), exc.field, exc.message))
+        return report
+    if report.errors:  # undos missing: the warnings below would mislead
         return report
     steps = _parse(workflow, settings).steps
     saga_timeout = _parse(workflow, settings).timeout_seconds
@@ -134,6 +139,21 @@ def lint(data: Any, settings: Settings) -> LintReport:
             )
         )
     return report
+
+
+def _undo_findings(data: Mapping[str, Any], report: LintReport) -> Mapping[str, Any]:
+    """Every step that says nothing of its undo is an error of its own; the rest of the
+    document is then checked as if each said `compensation: none`, so that lint reports
+    the other problems too."""
+    patched = copy.deepcopy(dict(data))
+    for index, step in enumerate(patched["steps"]):
+        try:
+            check_undo_declared(step, f"steps[{index}]")
+        except errors.InvalidWorkflow as exc:
+            report.errors.append(Finding("compensation-missing", exc.field, exc.message))
+            if isinstance(step, dict) and step.get("compensation") is None:
+                step["compensation"] = NONE
+    return patched if report.errors else data
 
 
 def attempts_that_fit(step: StepDefinition) -> int:

@@ -135,7 +135,7 @@ def parse_workflow(data: Any) -> Workflow:
     if not isinstance(steps, list) or not steps:
         raise InvalidWorkflow("steps", "a non-empty list of steps")
     for index, step in enumerate(steps):
-        _check_undo_declared(step, f"steps[{index}]")
+        check_undo_declared(step, f"steps[{index}]")
     timeout = data.get("timeout_seconds")
     if timeout is not None and (
         isinstance(timeout, bool) or not isinstance(timeout, int | float) or timeout <= 0
@@ -260,7 +260,8 @@ def _payload_schema(raw: Any) -> Mapping[str, Any]:
     return raw
 
 
-def _check_undo_declared(step: Any, where: str) -> None:
+def check_undo_declared(step: Any, where: str) -> None:
+    """Refuse a step with an effect that says nothing of its undo (`InvalidWorkflow`)."""
     if not isinstance(step, Mapping):
         raise InvalidWorkflow(where, "a step is an object")
     action = step.get("action")

@@ -98,6 +98,7 @@ def test_lint_errors_exit_1_and_name_the_field(tmp_path: Path, service_env: dict
     result = cli("lint", str(later), str(broken), env=service_env)
     assert result.returncode == 1
     assert "error [compensation-missing] steps[2].compensation" in result.stdout
+    assert "error [output-of-later-step] steps[0].compensation" in result.stdout  # both
     assert "error [syntax] $" in result.stdout
     doc["steps"][2]["compensation"] = "none"
     later.write_text(json.dumps(doc))
