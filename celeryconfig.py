@@ -60,7 +60,18 @@ worker_send_task_events = _settings.task_events
 task_send_sent_event = _settings.task_events
 worker_hijack_root_logger = False
 enable_utc = True
-imports = ("tasks.steps", "tasks.sweep", "tasks.webhooks")
+imports = ("tasks.steps", "tasks.sweep", "tasks.webhooks", "tasks.schedules")
+
+# Beat keeps its entries in Redis (celery-redbeat): the sweep below and every schedule
+# (POST /schedules, tasks/schedules.py). Its lock lets one of several beats tick; another
+# takes over SAGA_BEAT_LOCK_SECONDS after the one holding it died. Beat wakes at least every
+# 5 s (the lock is extended each wake-up), so it sees new schedules promptly.
+beat_scheduler = "redbeat.RedBeatScheduler"
+redbeat_redis_url = _settings.redis_url
+redbeat_redis_options: dict[str, object] = {}  # its own client, not the broker's options
+redbeat_key_prefix = f"{_settings.key_prefix}redbeat:"
+redbeat_lock_timeout = int(_settings.beat_lock_seconds)
+beat_max_loop_interval = 5
 
 # Celery beat only schedules the sweep; a worker runs it. A sweep not started within one
 # interval (workers down) expires instead of piling up; the next one does the same work.

@@ -85,9 +85,29 @@ def register_extensions(app: Flask) -> None:
 
 
 def register_blueprints(app: Flask) -> None:
-    from app.blueprints import events, health, metrics, repairs, sagas, webhooks, workflows
+    from app.blueprints import (
+        events,
+        health,
+        metrics,
+        repairs,
+        sagas,
+        schedules,
+        webhooks,
+        workflow_registry,
+        workflows,
+    )
 
-    for module in (health, sagas, repairs, workflows, events, webhooks, metrics):
+    for module in (
+        health,
+        sagas,
+        repairs,
+        workflows,
+        workflow_registry,
+        schedules,
+        events,
+        webhooks,
+        metrics,
+    ):
         api.register_blueprint(module.blp)
 
 

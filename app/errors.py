@@ -17,7 +17,9 @@ from sagas.errors import (
     UnknownStep,
     UnknownWorkflow,
     ValidationFailed,
+    WorkflowRetired,
 )
+from sagas.schedules import ScheduleNotFound
 
 log = logging.getLogger("app.errors")
 
@@ -83,6 +85,14 @@ def register_error_handlers(app: Flask) -> None:
     @app.errorhandler(UnknownWorkflow)
     def unknown_workflow(exc: UnknownWorkflow) -> ResponseReturnValue:
         return _error(404, str(exc))
+
+    @app.errorhandler(ScheduleNotFound)
+    def schedule_not_found(exc: ScheduleNotFound) -> ResponseReturnValue:
+        return _error(404, str(exc))
+
+    @app.errorhandler(WorkflowRetired)
+    def retired(exc: WorkflowRetired) -> ResponseReturnValue:
+        return _error(409, str(exc), workflow=exc.name)
 
     @app.errorhandler(InvalidTransition)
     def conflict(exc: InvalidTransition) -> ResponseReturnValue:

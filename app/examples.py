@@ -13,7 +13,7 @@ import copy
 from typing import Any
 
 from sagas.model import SagaStatus
-from sagas.templates import list_templates
+from sagas.templates import builtin_workflows, list_templates
 
 # Payloads that run to COMPLETED against the demo services (demo/services.py seeds usr_demo,
 # ws_demo, appDemoBase with the table Contacts, webhook whDemo). Record ids of the demo
@@ -117,6 +117,7 @@ def saga_example() -> dict[str, Any]:
         "reruns": [],
         "webhook": None,
         "trace_id": "4bf92f3577b34da6a3ce929d0e0e4736",
+        "workflow": {"name": "user_registration", "version": 1},
     }
 
 
@@ -212,9 +213,144 @@ def request_examples(operation_id: str) -> dict[str, dict[str, Any]]:
                 "value": reason | {"payload": DEMO_PAYLOADS["user_registration"]},
             },
         }
+    if operation_id in ("register_workflow", "lint_workflow"):
+        return {"document": {"summary": "a workflow document", "value": workflow_document()}}
+    if operation_id == "plan_workflow":
+        return {
+            "fail_at": {
+                "summary": "what runs and what is undone if create_default_workspace fails",
+                "value": {"fail_at": "create_default_workspace"},
+            }
+        }
+    if operation_id == "create_schedule":
+        return {
+            "cron": {
+                "summary": "weekdays at 9:00 in Berlin",
+                "value": {
+                    "workflow": "user_registration",
+                    "cron": "0 9 * * 1-5",
+                    "timezone": "Europe/Berlin",
+                    "payload": DEMO_PAYLOADS["user_registration"],
+                },
+            },
+            "interval": {
+                "summary": "every 10 minutes, missed firings run once",
+                "value": {
+                    "workflow": "user_registration",
+                    "interval_seconds": 600,
+                    "catch_up": "run_once",
+                    "payload": DEMO_PAYLOADS["user_registration"],
+                },
+            },
+        }
+    if operation_id == "update_schedule":
+        return {"cron": {"summary": "another cron expression", "value": {"cron": "30 8 * * *"}}}
     if operation_id in ("cancel_saga", "resolve_step", "skip_step", "retry_step"):
         return {"reason": {"summary": "a reason, kept in the history", "value": reason}}
     return {}
+
+
+def workflow_document() -> dict[str, Any]:
+    """A workflow document (docs/workflows.md): the built-in user_registration's."""
+    return next(w for w in builtin_workflows() if w.name == "user_registration").content()
+
+
+def _registered(document: dict[str, Any]) -> dict[str, Any]:
+    at = "2026-12-08T02:22:26.590Z"
+    version = {"version": 1, "registered_at": at, "source": "builtin", "digest": "7796be41" * 8}
+    return {
+        **document,
+        "version": 1,
+        "latest_version": 1,
+        "retired": False,
+        "registered_at": at,
+        "source": "builtin",
+        "versions": [version],
+    }
+
+
+SCHEDULE_EXAMPLE = {
+    "catch_up": "skip",
+    "correlation_id": "schedule:sch_458cbfa5efbb4006",
+    "created_at": "2026-12-08T02:22:26.601Z",
+    "cron": "0 9 * * 1-5",
+    "fired": 0,
+    "interval_seconds": None,
+    "last_error": None,
+    "last_fire_time": None,
+    "last_saga_id": None,
+    "next_fire_times": [
+        "2026-12-08T09:00:00+01:00",
+        "2026-12-09T09:00:00+01:00",
+        "2026-12-10T09:00:00+01:00",
+        "2026-12-11T09:00:00+01:00",
+        "2026-12-14T09:00:00+01:00",
+    ],
+    "paused": False,
+    "payload": {"email": "trial@example.com", "name": "Daily trial"},
+    "schedule_id": "sch_458cbfa5efbb4006",
+    "skipped": 0,
+    "timezone": "Europe/Berlin",
+    "version": None,
+    "workflow": "user_registration",
+}
+LINT_EXAMPLE = {
+    "errors": [],
+    "ok": True,
+    "warnings": [
+        {
+            "field": "steps[3].compensation",
+            "message": (
+                "step 'welcome' has no compensation: its effect stands when the saga is "
+                "compensated after it completed (by hand, or a deadline)"
+            ),
+            "rule": "no-compensation",
+        },
+        {
+            "field": "timeout_seconds",
+            "message": (
+                "the step timeouts add up to 930 s, above the saga's 600 s: slow steps "
+                "can time the saga out"
+            ),
+            "rule": "step-timeouts-above-saga",
+        },
+    ],
+    "workflow": "trial_signup",
+}
+PLAN_EXAMPLE = {
+    "compensate": [
+        {
+            "call": "auth DELETE /workspaces/{{steps.create_workspace.output.id}}",
+            "step": "create_workspace",
+        },
+        {"call": "auth DELETE /users/{{steps.create_account.output.id}}", "step": "create_account"},
+    ],
+    "effects_that_stand": [],
+    "fail_at": "reserve_quota",
+    "final_status": "COMPENSATED",
+    "note": (
+        "a plan: nothing was called. A compensation that fails stops the saga "
+        "in COMPENSATION_FAILED, and the older undos wait for a person "
+        "(docs/operations.md)"
+    ),
+    "run": [
+        {"call": "auth POST /users", "outcome": "COMPLETED", "step": "create_account"},
+        {
+            "call": "auth POST /users/{{steps.create_account.output.id}}/workspaces",
+            "outcome": "COMPLETED",
+            "step": "create_workspace",
+        },
+        {
+            "call": "auth POST /workspaces/{{steps.create_workspace.output.id}}/quota-reservations",
+            "outcome": "FAILED",
+            "step": "reserve_quota",
+        },
+    ],
+    "skipped": ["welcome"],
+    "uncertain": False,
+    "version": 1,
+    "workflow": "trial_signup",
+}
 
 
 def schema_examples() -> dict[str, Any]:
@@ -259,7 +395,22 @@ def schema_examples() -> dict[str, Any]:
                 }
             ],
         },
-        "Templates": {"templates": list_templates()},
+        "Templates": {
+            "templates": [
+                {
+                    **w.template(),
+                    "version": 1,
+                    "triggers": list(w.triggers),
+                    "timeout_seconds": w.timeout_seconds,
+                }
+                for w in builtin_workflows()
+            ]
+        },
+        "Workflow": _registered(workflow_document()),
+        "Lint": LINT_EXAMPLE,
+        "Plan": PLAN_EXAMPLE,
+        "Schedule": SCHEDULE_EXAMPLE,
+        "ScheduleList": {"schedules": [SCHEDULE_EXAMPLE]},
         "DeadLetters": {
             "items": [
                 {

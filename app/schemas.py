@@ -116,6 +116,11 @@ class SagaSchema(Schema):
             "(docs/observability.md)"
         },
     )
+    workflow = fields.Dict(
+        allow_none=True,
+        required=True,
+        metadata={"description": "{name, version}: the registered workflow it runs, or null"},
+    )
 
 
 class ErrorSchema(Schema):

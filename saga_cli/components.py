@@ -75,22 +75,12 @@ def api(binds: tuple[str, ...], gunicorn_args: tuple[str, ...]) -> None:
 def beat(celery_args: tuple[str, ...]) -> None:
     """Run Celery beat, the scheduler of periodic tasks.
 
-    Extra options go to `celery beat` (e.g. `--loglevel INFO`). The schedule file is
-    var/celerybeat-schedule under the current directory unless `--schedule` is given.
+    Extra options go to `celery beat` (e.g. `--loglevel INFO`). Its entries (the sweep and
+    every schedule) and its lock live in Redis (celery-redbeat, celeryconfig.py): no schedule
+    file, and several beats may run, one ticking (`--schedule` is accepted and unused).
     """
     argv = [sys.executable, "-m", "celery", "-A", "wsgi:celery_app"]
-    argv += [*_quiet_banner(celery_args), "beat"]
-    if not _has_option(celery_args, "-s", "--schedule"):
-        var = Path("var")
-        try:
-            var.mkdir(exist_ok=True)
-        except OSError as exc:
-            raise click.ClickException(
-                f"cannot create {var.resolve()} for the beat schedule ({exc.strerror}): "
-                "pass --schedule PATH"
-            ) from None
-        argv += ["--schedule", str(var / "celerybeat-schedule")]
-    _exec([*argv, *celery_args])
+    _exec([*argv, *_quiet_banner(celery_args), "beat", *celery_args])
 
 
 @click.command(context_settings=PASSTHROUGH)

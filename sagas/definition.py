@@ -97,8 +97,14 @@ class SagaDefinition:
     webhook: WebhookTarget | None = None  # the completion webhook (sagas/webhooks.py)
 
 
-def parse_definition(data: Any, settings: Settings) -> SagaDefinition:
-    """Validate a whole definition; raise the first `InvalidDefinition` found."""
+def parse_definition(
+    data: Any, settings: Settings, *, check_payload: bool = True
+) -> SagaDefinition:
+    """Validate a whole definition; raise the first `InvalidDefinition` found.
+
+    `check_payload=False` (a workflow's definition, before any payload exists: see
+    `sagas.workflow`) leaves out the checks against the payload's values; everything else
+    is checked the same."""
     if not isinstance(data, Mapping):
         raise errors.InvalidType("$", "a saga definition is a JSON object")
     saga_type = _require(data, "saga_type", str, "saga_type")
@@ -136,7 +142,8 @@ def parse_definition(data: Any, settings: Settings) -> SagaDefinition:
     seen: set[str] = set()
     steps = []
     for index, raw in enumerate(raw_steps):
-        step = _parse_step(raw, f"steps[{index}]", settings, saga_timeout, seen, dict(payload))
+        known_payload = dict(payload) if check_payload else None
+        step = _parse_step(raw, f"steps[{index}]", settings, saga_timeout, seen, known_payload)
         seen.add(step.name)
         steps.append(step)
     known = {"payload": dict(payload), "steps": {}, "saga": {"type": saga_type}}
@@ -144,7 +151,7 @@ def parse_definition(data: Any, settings: Settings) -> SagaDefinition:
         known["saga"]["correlation_id"] = correlation_id
     for index, step in enumerate(steps):
         for kind, action in (("action", step.action), ("compensation", step.compensation)):
-            if action is not None and action.kind == "http":
+            if check_payload and action is not None and action.kind == "http":
                 _check_path_values(action.spec["path"], f"steps[{index}].{kind}.path", known)
     # A definition's own "webhook" (null: none) wins over the deployment's SAGA_WEBHOOK.
     raw_webhook = data.get("webhook", settings.webhook)
@@ -181,7 +188,7 @@ def _parse_step(
     settings: Settings,
     saga_timeout: float,
     earlier: set[str],
-    payload: dict[str, Any],
+    payload: dict[str, Any] | None,
 ) -> StepDefinition:
     if not isinstance(raw, Mapping):
         raise errors.InvalidType(where, "a step is a JSON object")
@@ -330,7 +337,7 @@ def _check_references(
     action: Action,
     where: str,
     earlier: set[str],
-    payload: Mapping[str, Any],
+    payload: Mapping[str, Any] | None,
     allow_self: str | None,
 ) -> None:
     try:
@@ -345,7 +352,7 @@ def _check_reference(
     ref: Reference,
     where: str,
     earlier: set[str],
-    payload: Mapping[str, Any],
+    payload: Mapping[str, Any] | None,
     allow_self: str | None,
 ) -> None:
     if ref.root == "steps":
@@ -356,7 +363,7 @@ def _check_reference(
             f"{{{{{ref.text}}}}} refers to step {ref.step!r}, which is not an earlier step"
             + (" or this step" if allow_self else ""),
         )
-    if ref.root == "payload":
+    if ref.root == "payload" and payload is not None:
         current: Any = payload
         for segment in ref.path:
             if isinstance(current, Mapping) and segment in current:

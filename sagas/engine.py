@@ -19,6 +19,7 @@ from typing import Any, Protocol
 
 from sagas import tracing
 from sagas.actions import ActionExecutor
+from sagas.catalog import WorkflowCatalog
 from sagas.definition import parse_definition
 from sagas.errors import IdempotencyConflict, InvalidTransition, SagaNotFound
 from sagas.events import EventBus
@@ -27,6 +28,7 @@ from sagas.health import HealthReport, check, record_sweep
 from sagas.log import bound
 from sagas.model import SagaRecord, SagaStatus
 from sagas.repair import Repairs
+from sagas.schedules import Schedules
 from sagas.settings import Settings
 from sagas.store import Idempotency, ListQuery, RedisStore, Reply
 from sagas.webhooks import Webhooks
@@ -126,6 +128,8 @@ class SagaEngine:
         self.repairs = Repairs(self)
         self.webhooks = Webhooks(self)
         self.webhooks.default_target()  # a bad SAGA_WEBHOOK stops the process here
+        self.workflows = WorkflowCatalog(self)
+        self.schedules = Schedules(self)  # its beat entries: tasks/runtime.py sets them
 
     # --- starting and reading --------------------------------------------------------
     def start(
@@ -182,18 +186,15 @@ class SagaEngine:
         *,
         idempotency: Idempotency | None = None,
         saga_id: str | None = None,
+        version: int | None = None,
     ) -> Started:
-        """Start one of the predefined workflows (`sagas.templates`).
+        """Start a registered workflow (`sagas.catalog`): its latest version, or `version`.
+        The saga records the workflow's name and version.
 
-        Raises `UnknownWorkflow`, `InvalidPayload`, or what `start` raises.
+        Raises `UnknownWorkflow`, `WorkflowRetired`, `InvalidPayload`, or what `start` raises.
         """
-        from sagas.templates import build_definition
-
-        return self.start(
-            build_definition(workflow, payload, correlation_id),
-            idempotency=idempotency,
-            saga_id=saga_id,
-        )
+        definition, origin = self.workflows.definition(workflow, payload, correlation_id, version)
+        return self.start(definition, idempotency=idempotency, saga_id=saga_id, origin=origin)
 
     def get(self, saga_id: str) -> SagaRecord:
         """The saga document; raises `SagaNotFound`."""

@@ -39,6 +39,31 @@ class UnknownWorkflow(SagaError):
         self.name = name
 
 
+class InvalidWorkflow(ValidationFailed):
+    """A workflow document (sagas/workflow.py) was rejected: its shape, its payload schema,
+    its examples, or a placeholder its payload schema cannot fill."""
+
+
+class UnknownWorkflowVersion(UnknownWorkflow):
+    """The workflow exists, without this version (HTTP 404)."""
+
+    def __init__(self, name: str, version: int) -> None:
+        SagaError.__init__(self, f"workflow {name!r} has no version {version}")
+        self.name = name
+        self.version = version
+
+
+class WorkflowRetired(SagaError):
+    """The workflow was retired: no new sagas start from it (HTTP 409)."""
+
+    def __init__(self, name: str) -> None:
+        super().__init__(
+            f"workflow {name!r} is retired: no new sagas start from it (register it again "
+            f"with PUT /workflows/{name} to bring it back)"
+        )
+        self.name = name
+
+
 class MissingField(InvalidDefinition):
     """A required field is absent."""
 

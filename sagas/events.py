@@ -157,9 +157,8 @@ class EventBus:
         targets = self._targets(saga_id, correlation_id)
         if targets:
             return [t for t in targets if self._awaits(t, event_type)]
-        from sagas.templates import triggered_by
-
-        return [trigger_saga_id(event_id, name) for name in triggered_by(event_type)]
+        triggered = self.engine.workflows.triggered_by(event_type)
+        return [trigger_saga_id(event_id, name) for name in triggered]
 
     def unmatched(self, limit: int) -> list[dict[str, Any]]:
         """Events no saga awaited (and refused or invalid ones), newest first."""
@@ -201,9 +200,7 @@ class EventBus:
     ) -> None:
         """Start the workflows `event_type` triggers (outcomes appended); `name` names the
         event (`event_name`), so that a resent event starts no second saga."""
-        from sagas.templates import triggered_by
-
-        for workflow in triggered_by(event_type):
+        for workflow in self.engine.workflows.triggered_by(event_type):
             try:
                 started = self.engine.start_workflow(
                     workflow, data, saga_id=trigger_saga_id(name, workflow)

@@ -79,6 +79,7 @@ class SagaRecord(TypedDict):
     compensation_failure: Failure | None
     steps: list[StepRecord]
     rerun_of: str | None  # the saga this one reruns (sagas/repair.py)
+    workflow: dict[str, Any] | None  # {name, version}: the registered workflow it runs
     reruns: list[str]  # the sagas that rerun this one, oldest first
     webhook: dict[str, str] | None  # the completion webhook {service, path} (sagas/webhooks.py)
     trace_id: str | None  # the saga's OpenTelemetry trace (sagas/tracing.py)

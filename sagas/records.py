@@ -78,6 +78,7 @@ def document(h: dict[str, str]) -> SagaRecord:
         "steps": steps,
         "rerun_of": h.get("rerun_of") or None,
         "trace_id": trace_id(h.get("tp")),
+        "workflow": {"name": h["wf"], "version": int(h["wfv"])} if h.get("wf") else None,
         "reruns": json.loads(h["reruns"]) if h.get("reruns") else [],
         "webhook": json.loads(h["wh"]) if h.get("wh") else None,
     }

@@ -166,6 +166,7 @@ class Repairs:
         definition = self._definition(old, new_payload)
         new_id = str(uuid.uuid5(RERUN_NAMESPACE, f"{saga_id}:{len(old.get('reruns') or [])}"))
         origin = {
+            **self._ran(old),
             "rerun_of": saga_id,
             "actor": actor,
             "reason": reason,
@@ -199,13 +200,18 @@ class Repairs:
         return self.store.get(saga_id)
 
     def _definition(self, old: SagaRecord, payload: dict[str, Any]) -> dict[str, Any]:
-        """The rerun's definition: the workflow's, rebuilt for the new payload (so that a
-        corrected payload is checked against its schema), else the stored one."""
-        from sagas.templates import build_definition, template_names
+        """The rerun's definition: the workflow version's it ran, rebuilt for the new payload
+        (so that a corrected payload is checked against its schema), else the stored one."""
+        from sagas.templates import template_names
+        from sagas.workflow import build_definition
 
         base: dict[str, Any]
-        if old["saga_type"] in template_names():
-            base = build_definition(old["saga_type"], payload)
+        ran = old.get("workflow")
+        if ran:  # a repair: allowed even when the workflow was retired since
+            workflow = self.engine.workflows.get(ran["name"], ran["version"])
+            base = build_definition(workflow, payload)
+        elif old["saga_type"] in template_names():  # a built-in's saga recorded no version
+            base = build_definition(self.engine.workflows.get(old["saga_type"]), payload)
         else:
             base = {
                 "saga_type": old["saga_type"],
@@ -215,6 +221,11 @@ class Repairs:
         base["correlation_id"] = old["correlation_id"]
         base["webhook"] = old["webhook"]  # the original's (None: none)
         return base
+
+    @staticmethod
+    def _ran(old: SagaRecord) -> dict[str, Any]:
+        ran = old.get("workflow")
+        return {"workflow": ran["name"], "workflow_version": ran["version"]} if ran else {}
 
     @staticmethod
     def _refused(saga_id: str, reply: Reply, what: str, why: str | None = None) -> None:

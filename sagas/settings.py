@@ -73,6 +73,11 @@ class Settings:
     webhook_timeout_seconds: float = 10  # one delivery attempt
     webhook_backoff_seconds: float = 1.0  # first retry; doubles per attempt, with jitter
     webhook_max_backoff_seconds: float = 600
+    # Directories of workflow files (YAML or JSON) registered at start-up next to the
+    # built-in ones (SAGA_WORKFLOWS_DIR, ':'-separated; docs/workflows.md).
+    workflows_dirs: tuple[str, ...] = ()
+    # celery-redbeat's lock: one beat ticks; another takes over this long after it died.
+    beat_lock_seconds: float = 30
 
     def __post_init__(self) -> None:
         if not self.sweep_queue:
@@ -120,6 +125,10 @@ class Settings:
             max_payload_bytes=int(_number(env, "SAGA_MAX_PAYLOAD_BYTES", 256 * 1024)),
             max_output_bytes=int(_number(env, "SAGA_MAX_OUTPUT_BYTES", 256 * 1024)),
             services=_services(env),
+            beat_lock_seconds=_number(env, "SAGA_BEAT_LOCK_SECONDS", 30, minimum=6),
+            workflows_dirs=tuple(
+                d for d in env.get("SAGA_WORKFLOWS_DIR", "").split(os.pathsep) if d.strip()
+            ),
             task_modules=tuple(
                 m.strip() for m in env.get("SAGA_TASK_MODULES", "").split(",") if m.strip()
             ),

@@ -36,9 +36,14 @@ def build_engine(settings: Settings) -> SagaEngine:
         max_running=settings.max_concurrent_sagas,
         webhook_redrive_seconds=settings.webhook_timeout_seconds + settings.attempt_grace_seconds,
     )
-    return SagaEngine(
+    built = SagaEngine(
         store, CeleryDispatcher(settings.queue), ActionExecutor(settings.services), settings
     )
+    from tasks.schedules import RedBeatEntries
+
+    built.schedules.entries = RedBeatEntries()
+    built.workflows.deployed_files()  # a refused SAGA_WORKFLOWS_DIR file stops the process
+    return built
 
 
 def engine() -> SagaEngine:

@@ -18,6 +18,7 @@ from schemathesis.specs.openapi.checks import (
 )
 
 from app import create_app
+from sagas.workflow import RESERVED_NAMES
 
 KEY = "fuzz-key"
 CHECKS = [
@@ -45,4 +46,10 @@ schema = schemathesis.pytest.from_fixture("api_schema")
 @settings(max_examples=30, deadline=None, suppress_health_check=list(HealthCheck))
 def test_no_input_gets_a_5xx_and_answers_match_the_schema(case: Any) -> None:
     """Generated requests (valid and not) never get a 5xx; responses match the schema."""
+    reserved = case.path_parameters and case.path_parameters.get("name") in RESERVED_NAMES
+    if reserved and case.path.startswith("/workflows/{name}"):
+        # The spec excludes it (`not: {enum: [templates]}`), but an invalid-input case may
+        # still send it: Flask routes it to GET /workflows/templates, whose answer is right
+        # for that path and wrong for this one. Checked in tests/test_workflow_registry.py.
+        return
     case.call_and_validate(headers={"X-API-Key": KEY}, checks=CHECKS)

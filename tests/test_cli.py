@@ -264,7 +264,10 @@ def test_demo_services_serve_and_stop_on_sigterm(tmp_path: Path) -> None:
         assert stop_process(proc, 15) == 0, log.read_text()
 
 
-def test_beat_keeps_its_schedule_under_var(service_env: dict[str, str], tmp_path: Path) -> None:
+def test_beat_keeps_its_schedule_in_redis(service_env: dict[str, str], tmp_path: Path) -> None:
+    """celery-redbeat: the sweep's entry is in Redis under this run's prefix, no file."""
+    import redis
+
     log = tmp_path / "beat.log"
     proc = spawn("beat", "--loglevel", "INFO", env=service_env, log=log, cwd=tmp_path)
     try:
@@ -275,7 +278,14 @@ def test_beat_keeps_its_schedule_under_var(service_env: dict[str, str], tmp_path
             time.sleep(0.05)
     finally:
         stop_process(proc, 15)
-    assert list((tmp_path / "var").glob("celerybeat-schedule*")), log.read_text()
+    client = redis.Redis.from_url(service_env["REDIS_URL"], decode_responses=True)
+    entries = client.zrange(f"{service_env['SAGA_KEY_PREFIX']}redbeat::schedule", 0, -1)
+    client.close()
+    assert f"{service_env['SAGA_KEY_PREFIX']}redbeat:saga-sweep" in entries, (
+        entries,
+        log.read_text(),
+    )
+    assert not list(tmp_path.glob("**/celerybeat-schedule*"))
 
 
 def test_flower_requires_its_credentials_and_sees_the_tasks(

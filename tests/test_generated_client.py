@@ -106,7 +106,7 @@ def test_a_generated_client_runs_workflows_with_typed_answers(
         payload=models.WorkflowStartPayload.from_dict({"email": email, "name": "Gen Client"})
     )
     started = start_workflow.sync(
-        models.StartWorkflowWorkflow.USER_REGISTRATION, client=client, body=body
+        "user_registration", client=client, body=body
     )
     assert isinstance(started, models.Saga), started
     done = wait(get_saga, client, started.saga_id)
@@ -129,7 +129,7 @@ def test_a_generated_client_runs_workflows_with_typed_answers(
         )
     )
     started = start_workflow.sync(
-        models.StartWorkflowWorkflow.WORKSPACE_CREATION, client=client, body=failing
+        "workspace_creation", client=client, body=failing
     )
     undone = wait(get_saga, client, started.saga_id)
     assert undone.status == models.SagaStatus.COMPENSATED

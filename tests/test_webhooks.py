@@ -542,22 +542,37 @@ def test_the_cli_lists_a_dead_letter_and_sends_it_again(
     assert got[-1].status == 200 and got[-1].webhook_id == webhook_id
 
 
-def test_a_template_default_webhook_is_used_and_a_definition_overrides_it(
-    monkeypatch: pytest.MonkeyPatch,
-) -> None:
-    import dataclasses
-
-    from sagas import templates
+def test_a_workflow_names_its_webhook_and_a_definition_overrides_it() -> None:
+    """A workflow file's `webhook` becomes its sagas' (checked at registration like the
+    engine checks it); no field: the deployment's SAGA_WEBHOOK; `null`: none."""
     from sagas.definition import parse_definition
+    from sagas.errors import ValidationFailed
+    from sagas.templates import builtin_workflows
+    from sagas.workflow import build_definition, check_workflow, parse_workflow
 
     name = "user_registration"
+    (builtin,) = [w for w in builtin_workflows() if w.name == name]
     webhook = {"service": "hooks", "path": "/users/registered"}
-    patched = dataclasses.replace(templates._TEMPLATES[name], webhook=webhook)
-    monkeypatch.setitem(templates._TEMPLATES, name, patched)
-    built = templates.build_definition(name, {"email": "ada@example.com", "name": "Ada"})
+    document = {**builtin.content(), "webhook": webhook}
+    workflow = parse_workflow(document)
+    assert workflow.content()["webhook"] == webhook  # versioned with the rest
+    payload = {"email": "ada@example.com", "name": "Ada"}
+    built = build_definition(workflow, payload)
     assert built["webhook"] == webhook
     services = {"auth": "http://127.0.0.1:9", "notification": "http://127.0.0.1:9"}
-    settings = settings_with(SAGA_SERVICES=json.dumps({**services, "hooks": "http://127.0.0.1:9"}))
+    settings = settings_with(
+        SAGA_SERVICES=json.dumps({**services, "hooks": "http://127.0.0.1:9"}),
+        SAGA_WEBHOOK=json.dumps({"service": "hooks", "path": "/default"}),
+    )
+    check_workflow(workflow, settings)
     target = parse_definition(built, settings).webhook
     assert target is not None and target.to_json() == webhook
     assert parse_definition({**built, "webhook": None}, settings).webhook is None
+    default = parse_definition(build_definition(builtin, payload), settings).webhook
+    assert default is not None and default.path == "/default"  # no field: SAGA_WEBHOOK
+    silent = parse_workflow({**builtin.content(), "webhook": None})
+    assert parse_definition(build_definition(silent, payload), settings).webhook is None
+    unknown = parse_workflow({**builtin.content(), "webhook": {"service": "nope", "path": "/x"}})
+    with pytest.raises(ValidationFailed) as refused:
+        check_workflow(unknown, settings)
+    assert refused.value.field == "webhook.service"

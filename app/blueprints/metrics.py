@@ -99,6 +99,12 @@ class SagaCollector:
         comps = CounterMetricFamily(
             "saga_compensations", "Compensation outcomes", labels=["outcome"]
         )
+        firings = CounterMetricFamily(
+            "saga_schedule_firings",
+            "Schedule fire times: started, skipped (missed, catch_up skip), failed (could not "
+            "start: see the schedule's last_error)",
+            labels=["outcome"],
+        )
         for key, value in counters.items():
             kind, _, rest = key.partition("|")
             if kind == "started":
@@ -110,7 +116,9 @@ class SagaCollector:
                 steps.add_metric([rest], value)
             elif kind == "compensations":
                 comps.add_metric([rest], value)
-        yield from (started, finished, again, steps, comps)
+            elif kind == "schedules":
+                firings.add_metric([rest], value)
+        yield from (started, finished, again, steps, comps, firings)
         yield from webhook_metrics(counters, self.engine.webhooks.counts())
         by_status = GaugeMetricFamily("saga_sagas", "Sagas by current status", labels=["status"])
         for status, count in counts.items():

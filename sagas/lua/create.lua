@@ -5,9 +5,10 @@
 -- ARGV[1] saga id, ARGV[2] type, ARGV[3] correlation id, ARGV[4] payload JSON,
 -- ARGV[5] definition JSON, ARGV[6] saga timeout ms, ARGV[7] request fingerprint ("" = no
 -- Idempotency-Key), ARGV[8] idempotency TTL seconds, ARGV[9] the definition's digest,
--- ARGV[10] origin ("" or, for a rerun, a JSON object: rerun_of, actor, reason, data),
--- ARGV[11] the completion webhook ("" or a JSON object: service, path), ARGV[12] the saga's
--- trace context (W3C traceparent, "" for none: sagas/tracing.py), then per step 6 values:
+-- ARGV[10] origin ("" or a JSON object: for a rerun rerun_of, actor, reason, data; for a
+-- registered workflow's saga workflow, workflow_version), ARGV[11] the completion webhook (""
+-- or a JSON object: service, path), ARGV[12] the saga's trace context (W3C traceparent, ""
+-- for none: sagas/tracing.py), then per step 6 values:
 -- name, has compensation ("1"/"0"), step timeout ms, max attempts, and for event steps the
 -- awaited success and failure event types ("" otherwise).
 -- Returns {"created", version} (RUNNING: dispatch its steps), {"pending", version} (no slot:
@@ -64,8 +65,13 @@ end
 local version = commit(now, 'created')
 if ARGV[10] ~= '' then
   local origin = cjson.decode(ARGV[10])
-  redis.call('HSET', SAGA, 'rerun_of', origin.rerun_of)
-  version = commit(now, 'rerun_of', nil, origin.reason, origin.actor, cjson.encode(origin.data))
+  if origin.workflow then  -- the registered workflow and version it runs (sagas/catalog.py)
+    redis.call('HSET', SAGA, 'wf', origin.workflow, 'wfv', tostring(origin.workflow_version))
+  end
+  if origin.rerun_of then
+    redis.call('HSET', SAGA, 'rerun_of', origin.rerun_of)
+    version = commit(now, 'rerun_of', nil, origin.reason, origin.actor, cjson.encode(origin.data))
+  end
 end
 if admitted then return {'created', version} end
 return {'pending', version}
