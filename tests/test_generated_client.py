@@ -105,9 +105,7 @@ def test_a_generated_client_runs_workflows_with_typed_answers(
     body = models.WorkflowStart(
         payload=models.WorkflowStartPayload.from_dict({"email": email, "name": "Gen Client"})
     )
-    started = start_workflow.sync(
-        "user_registration", client=client, body=body
-    )
+    started = start_workflow.sync("user_registration", client=client, body=body)
     assert isinstance(started, models.Saga), started
     done = wait(get_saga, client, started.saga_id)
     assert done.status == models.SagaStatus.COMPLETED
@@ -128,9 +126,7 @@ def test_a_generated_client_runs_workflows_with_typed_answers(
             }
         )
     )
-    started = start_workflow.sync(
-        "workspace_creation", client=client, body=failing
-    )
+    started = start_workflow.sync("workspace_creation", client=client, body=failing)
     undone = wait(get_saga, client, started.saga_id)
     assert undone.status == models.SagaStatus.COMPENSATED
     assert isinstance(undone.failure, models.Failure)
