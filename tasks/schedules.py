@@ -16,6 +16,7 @@ from typing import Any
 from celery import current_app, shared_task
 from celery.schedules import crontab, schedule
 from redbeat import RedBeatSchedulerEntry
+from redbeat.schedulers import ensure_conf
 
 from tasks.runtime import engine
 
@@ -50,6 +51,10 @@ class RedBeatEntries:
         ).save()
 
     def delete(self, schedule_id: str) -> None:
+        # redbeat reads its settings into the app on first use (ensure_conf); a process that
+        # never saved an entry (another gunicorn worker than the one that created it) has
+        # none yet, and generate_key alone would fail.
+        ensure_conf(current_app)
         key = RedBeatSchedulerEntry.generate_key(current_app, entry_name(schedule_id))
         with contextlib.suppress(KeyError):  # never saved, or gone already
             RedBeatSchedulerEntry.from_key(key, app=current_app).delete()

@@ -250,3 +250,24 @@ def test_two_beats_fire_each_time_once_and_a_restarted_beat_does_not_double_fire
     both = log1.read_text() + log2.read_text()
     assert "Sending due task schedule:" in both
     schedules.delete(sid)
+
+
+def test_a_process_that_never_saved_an_entry_deletes_a_schedule(
+    service_env: dict[str, str], client: FlaskClient, workflow: str
+) -> None:
+    """A schedule created through one gunicorn worker and deleted through another: the
+    second process has not read redbeat's settings yet (it answered 500 before)."""
+    import sys
+
+    body = {"workflow": workflow, "interval_seconds": 3600, "payload": {"n": 1}}
+    created = client.post("/schedules", json=body)
+    assert created.status_code == 201, created.get_json()
+    sid = created.get_json()["schedule_id"]
+    code = (
+        "import wsgi; from sagas.settings import Settings; from tasks.runtime import "
+        f"build_engine; build_engine(Settings.from_env()).schedules.delete({sid!r})"
+    )
+    env = {**os.environ, **service_env}
+    done = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert client.get(f"/schedules/{sid}").status_code == 404
