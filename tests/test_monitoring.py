@@ -139,4 +139,5 @@ def test_the_sweep_has_its_own_queue_and_no_events_nor_log_lines(
     assert about_sweeps == []
     assert events.of_tasks("worker-heartbeat")  # the receiver was listening all along
     assert "Task saga.sweep" not in worker.log_path.read_text()
-    assert "Sending due task" not in (tmp_path / "beat.log").read_text()
+    # Beat may fire other tests' schedules (same prefix): each such firing keeps its line.
+    assert "(saga.sweep)" not in (tmp_path / "beat.log").read_text()
