@@ -305,4 +305,5 @@ def test_beat_drives_the_sweep(
     assert saga["status"] == "COMPLETED"
     assert int(engine.store.redis.hget(engine.store.keys.sweep, "count")) > sweeps
     assert "Task saga.sweep" not in worker.log_path.read_text()  # received, succeeded
-    assert "Sending due task" not in (tmp_path / "beat.log").read_text()
+    # Beat may fire other tests' schedules (same prefix): each such firing keeps its line.
+    assert "(saga.sweep)" not in (tmp_path / "beat.log").read_text()
