@@ -75,6 +75,17 @@ def client(app: Flask) -> FlaskClient:
     return c
 
 
+@pytest.fixture(autouse=True)
+def _no_schedule_outlives_its_test(app: Flask) -> Any:
+    """Schedules share the session's key prefix: one left behind would fire in every later
+    test's beat. Each test's are deleted after it."""
+    yield
+    c = app.test_client()
+    c.environ_base["HTTP_X_API_KEY"] = KEY
+    for left in c.get("/schedules").get_json()["schedules"]:
+        c.delete(f"/schedules/{left['schedule_id']}")
+
+
 @pytest.fixture(scope="module")
 def workflow(app: Flask) -> str:
     """A team's workflow: one registered task step (fast)."""
