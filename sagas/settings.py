@@ -106,6 +106,7 @@ class Settings:
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
         """Read the environment; raise `ConfigurationError` naming the variable that is wrong."""
         env = os.environ if environ is None else environ
+        visibility = int(_number(env, "SAGA_VISIBILITY_TIMEOUT_SECONDS", 3600, minimum=5))
         return cls(
             redis_url=_redis_url(env),
             key_prefix=env.get("SAGA_KEY_PREFIX", "saga:"),
@@ -136,9 +137,7 @@ class Settings:
             events_maxlen=int(_number(env, "SAGA_EVENTS_MAXLEN", 100_000, minimum=100)),
             event_max_deliveries=int(_number(env, "SAGA_EVENT_MAX_DELIVERIES", 5, minimum=1)),
             event_reclaim_idle_seconds=_number(env, "SAGA_EVENT_RECLAIM_IDLE_SECONDS", 30),
-            visibility_timeout_seconds=int(
-                _number(env, "SAGA_VISIBILITY_TIMEOUT_SECONDS", 3600, minimum=5)
-            ),
+            visibility_timeout_seconds=visibility,
             attempt_grace_seconds=_number(env, "SAGA_ATTEMPT_GRACE_SECONDS", 10, minimum=0.5),
             redis_retries=int(_number(env, "SAGA_REDIS_RETRIES", 12, minimum=0)),
             task_events=_switch(env, "SAGA_TASK_EVENTS", True),
@@ -147,7 +146,11 @@ class Settings:
             webhook_max_seconds=_number(env, "SAGA_WEBHOOK_MAX_SECONDS", 86400),
             webhook_timeout_seconds=_number(env, "SAGA_WEBHOOK_TIMEOUT_SECONDS", 10),
             webhook_backoff_seconds=_number(env, "SAGA_WEBHOOK_BACKOFF_SECONDS", 1.0),
-            webhook_max_backoff_seconds=_number(env, "SAGA_WEBHOOK_MAX_BACKOFF_SECONDS", 600),
+            # A retry countdown must end within the visibility timeout (checked below): the
+            # default cap fits a short one too.
+            webhook_max_backoff_seconds=_number(
+                env, "SAGA_WEBHOOK_MAX_BACKOFF_SECONDS", min(600, visibility / 2)
+            ),
         )
 
 

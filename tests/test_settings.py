@@ -88,3 +88,20 @@ def test_task_events_switch(raw: str, expected: bool) -> None:
 def test_a_switch_that_is_neither_on_nor_off_names_the_variable() -> None:
     with pytest.raises(ConfigurationError, match="SAGA_TASK_EVENTS='maybe' must be 1 or 0"):
         Settings.from_env({"SAGA_TASK_EVENTS": "maybe"})
+
+
+def test_the_webhook_backoff_cap_fits_a_short_visibility_timeout() -> None:
+    """Its default is capped by the visibility timeout (a countdown must end within it), so
+    that a deployment with a short one needs no webhook setting; an explicit cap above it is
+    refused, naming both variables."""
+    assert Settings.from_env({}).webhook_max_backoff_seconds == 600
+    short = {
+        "SAGA_VISIBILITY_TIMEOUT_SECONDS": "20",
+        "SAGA_STEP_TIMEOUT_SECONDS": "6",
+        "COMPENSATION_TIMEOUT_SECONDS": "5",
+        "SAGA_RETRY_MAX_BACKOFF_SECONDS": "1",
+        "SAGA_ATTEMPT_GRACE_SECONDS": "2",
+    }
+    assert Settings.from_env(short).webhook_max_backoff_seconds == 10
+    with pytest.raises(ConfigurationError, match="SAGA_WEBHOOK_MAX_BACKOFF_SECONDS=30 must be"):
+        Settings.from_env({**short, "SAGA_WEBHOOK_MAX_BACKOFF_SECONDS": "30"})
