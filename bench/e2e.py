@@ -1,7 +1,7 @@
 """Sagas as a user meets them, against plain Celery, in one run: what a saga costs end to end.
 
     python -m bench.e2e [--sagas 1000] [--threads 8] [--latency 100] [--events on off]
-                        [--dbos | --no-dbos] [--out bench/e2e_results.json]
+                        [--dbos | --no-dbos] [--profile] [--out bench/e2e_results.json]
 
 For each setting of task events (SAGA_TASK_EVENTS: on, as under Flower, and off), in a
 process of its own with a fresh redis-server (no persistence) and two `--pool solo` workers
@@ -16,8 +16,11 @@ process of its own with a fresh redis-server (no persistence) and two `--pool so
 - **one at a time**, alternated: a saga's server-side time (its `created_at` to
   `finished_at`, Redis clock), the client's view (POST sent to its end published, no
   polling), and a plain chain (published to its end published).
-Then DBOS Transact (`--dbos`, on PostgreSQL at BENCH_POSTGRES_URL, default 127.0.0.1:5432)
-runs the same five no-op steps as a workflow (bench/dbos_peer.py).
+With `--profile`, one more batch of sagas runs while py-spy samples the workers and the API's
+workers (bench/profile.py): the functions with the largest shares of their CPU, per process
+kind (not counted in the figures above). Then DBOS Transact (`--dbos`, on PostgreSQL at
+BENCH_POSTGRES_URL, default 127.0.0.1:5432) runs the same five no-op steps as a workflow
+(bench/dbos_peer.py).
 """
 
 from __future__ import annotations
@@ -144,6 +147,26 @@ def saga_throughput(
     }, ids
 
 
+def profiled(base: str, ends: Ends, workers: list[int], api: int, n: int, threads: int) -> Any:
+    """Where the CPU goes while `n` sagas run through the API: py-spy on every worker and
+    every gunicorn worker (bench/profile.py)."""
+    from bench.profile import Recorder
+
+    out = Path(tempfile.mkdtemp(prefix="saga-profile-"))
+    children = subprocess.run(["pgrep", "-P", str(api)], capture_output=True, text=True)
+    api_workers = [int(pid) for pid in children.stdout.split()]
+    recorders = [Recorder("worker", workers, out), Recorder("api", api_workers, out)]
+    time.sleep(1)  # py-spy attached
+    loader = Loader(base, "start", n, threads)
+    loader.go()
+    ends.sagas(n)
+    loader.result()
+    try:
+        return {r.name: r.stop() for r in recorders}
+    finally:
+        shutil.rmtree(out, ignore_errors=True)
+
+
 def status_cost(base: str, meter: Meter, ids: list[str], threads: int) -> dict[str, Any]:
     loader = Loader(base, "status", STATUS_READS, threads, ",".join(ids[:100]))
     meter.start()
@@ -213,7 +236,9 @@ def quantiles(values: list[float]) -> dict[str, float]:
     return {"p50": round(statistics.median(values), 2), "p99": round(q[98], 2)}
 
 
-def session(events: bool, sagas: int, threads: int, latency: int) -> dict[str, Any]:
+def session(
+    events: bool, sagas: int, threads: int, latency: int, profile: bool = False
+) -> dict[str, Any]:
     """One events setting: fresh Redis, two solo workers, the API, every figure."""
     workdir = Path(tempfile.mkdtemp(prefix="saga-e2e-"))
     procs: list[subprocess.Popen[Any]] = []
@@ -230,7 +255,7 @@ def session(events: bool, sagas: int, threads: int, latency: int) -> dict[str, A
         procs.append(api)
         return {
             "task_events": events,
-            **measure(env, base, server, workers, api, sagas, threads, latency),
+            **measure(env, base, server, workers, api, sagas, threads, latency, profile),
         }
     finally:
         for proc in reversed(procs):
@@ -247,6 +272,7 @@ def measure(
     sagas: int,
     threads: int,
     latency: int,
+    profile: bool = False,
 ) -> dict[str, Any]:
     import redis
 
@@ -273,6 +299,9 @@ def measure(
         }
         if latency:
             result["one_at_a_time"] = one_at_a_time(base, ends, store, env["SAGA_QUEUE"], latency)
+        if profile:
+            pids = [w.pid for w in workers]
+            result["profile"] = profiled(base, ends, pids, api.pid, sagas, threads)
         return result
     finally:
         ends.close()
@@ -302,11 +331,13 @@ def main() -> None:
     parser.add_argument("--latency", type=int, default=100, help="one-at-a-time runs")
     parser.add_argument("--events", nargs="+", choices=["on", "off"], default=["on", "off"])
     parser.add_argument("--dbos", action=argparse.BooleanOptionalAction, default=True)
+    parser.add_argument("--profile", action="store_true", help="py-spy: where the CPU goes")
     parser.add_argument("--session", choices=["on", "off"], help=argparse.SUPPRESS)
     parser.add_argument("--out", default=str(ROOT / "bench" / "e2e_results.json"))
     args = parser.parse_args()
     if args.session:  # the child process of one events setting
-        figures = session(args.session == "on", args.sagas, args.threads, args.latency)
+        on = args.session == "on"
+        figures = session(on, args.sagas, args.threads, args.latency, args.profile)
         print(json.dumps(figures))
         return
     common = ["--sagas", str(args.sagas), "--threads", str(args.threads)]
@@ -321,7 +352,10 @@ def main() -> None:
         print(f"task events {events} ...", file=sys.stderr, flush=True)
         report["sessions"].append(
             run_in_process(
-                ["-m", "bench.e2e", "--session", events, *common, "--latency", str(args.latency)]
+                [
+                    *["-m", "bench.e2e", "--session", events, *common],
+                    *["--latency", str(args.latency), *(["--profile"] if args.profile else [])],
+                ]
             )
         )
         Path(args.out).write_text(json.dumps(report, indent=2) + "\n")
