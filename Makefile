@@ -68,7 +68,7 @@ bench: install-bench redis-server hey
 	$(BIN)/python -m bench.run --sagas 1000 --latency 200 --persistence both --repeat 3 --scaling 500
 	$(BIN)/python -m bench.api_load --rate 200 --seconds 10
 	$(BIN)/python -m bench.listing --sizes 100000 1000000
-	$(BIN)/python -m bench.e2e --sagas 1000 --threads 8 --latency 200
+	$(BIN)/python -m bench.e2e --sagas 1000 --threads 8 --latency 200 --profile
 	$(BIN)/python -m bench.tracing --sagas 300 --repeat 3
 	$(BIN)/python -m bench.plot
 
@@ -80,7 +80,7 @@ bench-smoke: install-bench redis-server hey
 	  --scaling 20 --scaling-points prefork:1 --out $$out/results.json && \
 	$(BIN)/python -m bench.api_load --rate 40 --seconds 2 --out $$out/api.json && \
 	$(BIN)/python -m bench.listing --sizes 300 --queries 5 --out $$out/listing.json && \
-	$(BIN)/python -m bench.e2e --sagas 20 --latency 3 --out $$out/e2e.json && \
+	$(BIN)/python -m bench.e2e --sagas 20 --latency 3 --profile --out $$out/e2e.json && \
 	$(BIN)/python -m bench.tracing --sagas 10 --repeat 1 --out $$out/tracing.json && \
 	$(BIN)/python -m bench.plot --results $$out/results.json --api-results $$out/api.json \
 	  --listing-results $$out/listing.json --out $$out/img && \
