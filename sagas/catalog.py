@@ -51,9 +51,7 @@ class WorkflowCatalog:
     def __init__(self, engine: SagaEngine) -> None:
         self.engine = engine
         self.redis = engine.store.redis
-        prefix = engine.store.keys.prefix
-        self._key = f"{prefix}wf:"
-        self._names = f"{prefix}workflows"
+        self.keys = engine.store.keys
         lua = resources.files("sagas").joinpath("lua")
         self._put = self.redis.register_script(lua.joinpath("wf_put.lua").read_text())
         self._retire = self.redis.register_script(lua.joinpath("wf_retire.lua").read_text())
@@ -73,7 +71,7 @@ class WorkflowCatalog:
         check_workflow(workflow, self.engine.settings)
         content = json.dumps(workflow.content(), sort_keys=True, separators=(",", ":"))
         outcome, version = self._put(
-            keys=[self._key + workflow.name, self._names],
+            keys=[self.keys.workflow(workflow.name), self.keys.workflows],
             args=[workflow.name, workflow.digest(), content, "1" if revive else "0", source],
         )
         outcome = str(outcome)
@@ -93,7 +91,7 @@ class WorkflowCatalog:
     def retire(self, name: str) -> Workflow:
         """Retire `name`: no new starts. Raises `UnknownWorkflow`."""
         self.ensure_loaded()
-        reply = self._retire(keys=[self._key + name], args=[])
+        reply = self._retire(keys=[self.keys.workflow(name)], args=[])
         if str(reply[0]) == "missing":
             raise UnknownWorkflow(name)
         if str(reply[0]) == "retired":
@@ -143,7 +141,7 @@ class WorkflowCatalog:
         return self._read(name, version)
 
     def _read(self, name: str, version: int | None) -> Workflow:
-        key = self._key + name
+        key = self.keys.workflow(name)
         latest, retired = self.redis.hmget(key, "latest", "retired")
         if latest is None:
             raise UnknownWorkflow(name)
@@ -158,7 +156,7 @@ class WorkflowCatalog:
         """A workflow's document for the API: its content, `version`, `latest_version`,
         `retired`, `registered_at`, `source` and the list of `versions`."""
         workflow = self.get(name, version)
-        fields: dict[str, str] = self.redis.hgetall(self._key + name)  # type: ignore[assignment]
+        fields: dict[str, str] = self.redis.hgetall(self.keys.workflow(name))  # type: ignore[assignment]
         latest = int(fields["latest"])
         number = workflow.version or latest
         return {
@@ -184,7 +182,7 @@ class WorkflowCatalog:
         order), then the others by name."""
         self.ensure_loaded()
         order = {w.name: i for i, w in enumerate(builtin_workflows())}
-        members: set[str] = self.redis.smembers(self._names)  # type: ignore[assignment]
+        members: set[str] = self.redis.smembers(self.keys.workflows)  # type: ignore[assignment]
         names = sorted(members, key=lambda n: (order.get(n, 99), n))
         found = []
         for name in names:

@@ -28,6 +28,9 @@ class Keys:
         # Completion webhooks (sagas/webhooks.py; lua/lib.lua flush_outbox writes them):
         self.webhooks_due = f"{prefix}webhooks:due"  # id -> when the sweep sends it (ms)
         self.webhooks_dead = f"{prefix}webhooks:dead"  # id -> when it became a dead letter
+        # Registered workflows (sagas/catalog.py) and schedules (sagas/schedules.py):
+        self.workflows = f"{prefix}workflows"  # set of workflow names
+        self.schedules = f"{prefix}schedules"  # set of schedule ids
 
     def saga(self, saga_id: str) -> str:
         return f"{self.prefix}{{{saga_id}}}"
@@ -48,6 +51,14 @@ class Keys:
     def correlation(self, correlation_id: str) -> str:
         """Sagas given this correlation id (not those whose id stands in for one)."""
         return f"{self.prefix}idx:corr:{correlation_id}"
+
+    def workflow(self, name: str) -> str:
+        """A registered workflow's hash: its versions and the latest (sagas/catalog.py)."""
+        return f"{self.prefix}wf:{name}"
+
+    def schedule(self, schedule_id: str) -> str:
+        """A schedule's hash (sagas/schedules.py)."""
+        return f"{self.prefix}schedule:{schedule_id}"
 
     def webhook(self, webhook_id: str) -> str:
         """An outbox entry (hash); lua/lib.lua derives the same name."""

@@ -171,9 +171,7 @@ class Schedules:
         self.engine = engine
         self.entries = entries
         self.redis = engine.store.redis
-        prefix = engine.store.keys.prefix
-        self._key = f"{prefix}schedule:"
-        self._index = f"{prefix}schedules"
+        self.keys = engine.store.keys
         lua = resources.files("sagas").joinpath("lua")
         self._claim = self.redis.register_script(lua.joinpath("sched_claim.lua").read_text())
         self._fired = self.redis.register_script(lua.joinpath("sched_fired.lua").read_text())
@@ -191,9 +189,9 @@ class Schedules:
         spec = parse_spec(data, now_ms)
         self._check_workflow(spec)
         schedule_id = f"sch_{uuid.uuid4().hex[:16]}"
-        self.redis.hset(self._key + schedule_id, mapping={**_encode(spec), "paused": "0",
+        self.redis.hset(self.keys.schedule(schedule_id), mapping={**_encode(spec), "paused": "0",
                         "created": now_ms, "fired": 0, "skipped": 0})  # fmt: skip
-        self.redis.sadd(self._index, schedule_id)
+        self.redis.sadd(self.keys.schedules, schedule_id)
         self._entries().save(schedule_id, spec.interval_seconds, True)
         return self.get(schedule_id)
 
@@ -213,21 +211,21 @@ class Schedules:
             anchor = int(datetime.now(UTC).timestamp() * 1000)
         new = parse_spec(merged, anchor)
         self._check_workflow(new)
-        self.redis.hset(self._key + schedule_id, mapping=_encode(new))
+        self.redis.hset(self.keys.schedule(schedule_id), mapping=_encode(new))
         self._entries().save(schedule_id, new.interval_seconds, fields.get("paused") != "1")
         return self.get(schedule_id)
 
     def pause(self, schedule_id: str, paused: bool) -> dict[str, Any]:
         spec = _decode(self._fields(schedule_id))
-        self.redis.hset(self._key + schedule_id, "paused", "1" if paused else "0")
+        self.redis.hset(self.keys.schedule(schedule_id), "paused", "1" if paused else "0")
         self._entries().save(schedule_id, spec.interval_seconds, not paused)
         return self.get(schedule_id)
 
     def delete(self, schedule_id: str) -> None:
         self._fields(schedule_id)
         self._entries().delete(schedule_id)
-        self.redis.delete(self._key + schedule_id)
-        self.redis.srem(self._index, schedule_id)
+        self.redis.delete(self.keys.schedule(schedule_id))
+        self.redis.srem(self.keys.schedules, schedule_id)
 
     # --- reading -----------------------------------------------------------------------
     def get(self, schedule_id: str, now: datetime | None = None) -> dict[str, Any]:
@@ -259,7 +257,7 @@ class Schedules:
         }
 
     def list(self) -> list[dict[str, Any]]:
-        ids: set[str] = self.redis.smembers(self._index)  # type: ignore[assignment]
+        ids: set[str] = self.redis.smembers(self.keys.schedules)  # type: ignore[assignment]
         found = []
         for schedule_id in sorted(ids):
             try:
@@ -284,7 +282,7 @@ class Schedules:
         late = (now - due).total_seconds()
         mode = "skip" if spec.catch_up == "skip" and late > grace_seconds(spec) else "start"
         slot_ms = int(due.timestamp() * 1000)
-        key = self._key + schedule_id
+        key = self.keys.schedule(schedule_id)
         stats = self.engine.store.keys.stats
         outcome = str(self._claim(keys=[key, stats], args=[slot_ms, mode])[0])
         if outcome != "go":
@@ -325,7 +323,7 @@ class Schedules:
 
     # --- internals ---------------------------------------------------------------------
     def _fields(self, schedule_id: str) -> dict[str, str]:
-        fields: dict[str, str] = self.redis.hgetall(self._key + schedule_id)  # type: ignore[assignment]
+        fields: dict[str, str] = self.redis.hgetall(self.keys.schedule(schedule_id))  # type: ignore[assignment]
         if not fields:
             raise ScheduleNotFound(schedule_id)
         return fields
